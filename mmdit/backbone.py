@@ -1,0 +1,198 @@
+"""MMDiT: joint blocks (per-stream weights, one attention) followed by single blocks (shared weights).
+
+One stream and only single blocks is the classic DiT; two streams and only joint blocks is SD3's MMDiT;
+both kinds in sequence is the Flux / Open-Sora 2 design.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from mmdit.attention import key_padding_mask
+from mmdit.blocks import FinalLayer, JointBlock, SingleBlock
+from mmdit.embeddings import LabelEmbedder, PooledEmbedder, TimestepEmbedder
+from mmdit.positions import SinCosTable, rope_angles, split_head_dim
+from mmdit.tokens import Tokens
+
+Positions = Literal["rope", "sincos", "none"]
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """How the backbone sees one stream.
+
+    features:      F of the incoming tokens.
+    out_features:  F of the prediction (default F; 2F for a learned variance).
+    positions:     "rope" (rotary over `axes` axes), "sincos" (DiT's fixed 2D table of extent `grid`), or
+                   "none" (an unordered set, as Point-E's points).
+    axes:          A, the number of coordinates per token.
+    grid:          extent of the sin-cos table per axis (tokens), for positions="sincos".
+    """
+
+    name: str
+    features: int
+    out_features: int | None = None
+    positions: Positions = "rope"
+    axes: int = 0
+    grid: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.positions not in ("rope", "sincos", "none"):
+            raise ValueError(f"stream {self.name!r}: positions must be rope, sincos or none, got {self.positions!r}")
+        if self.positions == "rope" and not 1 <= self.axes <= 3:
+            raise ValueError(f"stream {self.name!r}: rope needs 1 to 3 axes, got {self.axes}")
+        if self.positions == "sincos" and (self.axes != 2 or self.grid is None):
+            raise ValueError(f"stream {self.name!r}: sincos positions need axes=2 and a grid (h, w)")
+
+
+class MMDiT(nn.Module):
+    """The shared diffusion transformer.
+
+    Conditioning: each stream's timestep embedding plus the sum of the label and pooled-vector embeddings
+    makes that stream's adaLN vector [B, width]. Sequence conditioning (text, another modality) is simply
+    another stream.
+    """
+
+    def __init__(
+        self,
+        streams: Sequence[StreamSpec],
+        width: int,
+        heads: int,
+        joint_depth: int = 0,
+        single_depth: int = 0,
+        mlp_ratio: float = 4.0,
+        qk_norm: bool = True,
+        labels: Mapping[str, int] | None = None,
+        pooled: Mapping[str, int] | None = None,
+        rope_theta: float = 10000.0,
+    ):
+        super().__init__()
+        if not streams:
+            raise ValueError("MMDiT needs at least one stream")
+        if joint_depth + single_depth < 1:
+            raise ValueError("MMDiT needs at least one block (joint_depth + single_depth >= 1)")
+        self.specs = {s.name: s for s in streams}
+        self.width, self.heads, self.rope_theta = width, heads, rope_theta
+        head_dim = width // heads
+        self.rope_axes_dim = {
+            s.name: split_head_dim(head_dim, s.axes) for s in streams if s.positions == "rope"
+        }
+        self.inputs = nn.ModuleDict({s.name: nn.Linear(s.features, width) for s in streams})
+        self.pos_tables = nn.ModuleDict(
+            {s.name: SinCosTable(s.grid, width) for s in streams if s.positions == "sincos"}
+        )
+        self.t_embedder = TimestepEmbedder(width)
+        self.label_embedders = nn.ModuleDict({k: LabelEmbedder(n, width) for k, n in (labels or {}).items()})
+        self.pooled_embedders = nn.ModuleDict({k: PooledEmbedder(d, width) for k, d in (pooled or {}).items()})
+        names = list(self.specs)
+        self.joint_blocks = nn.ModuleList(
+            JointBlock(names, width, heads, mlp_ratio, qk_norm) for _ in range(joint_depth)
+        )
+        self.single_blocks = nn.ModuleList(
+            SingleBlock(width, heads, mlp_ratio, qk_norm) for _ in range(single_depth)
+        )
+        self.outputs = nn.ModuleDict(
+            {s.name: FinalLayer(width, s.out_features or s.features) for s in streams}
+        )
+        self.initialize()
+
+    def initialize(self) -> None:
+        """DiT's initialisation: Xavier-uniform linears with zero bias, N(0, 0.02) embeddings, and zeros
+        for every adaLN modulation and output projection (so the network starts as the identity map into a
+        zero prediction)."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+        for embedder in self.label_embedders.values():
+            nn.init.normal_(embedder.embedding.weight, std=0.02)
+        for linear in (self.t_embedder.mlp[0], self.t_embedder.mlp[2]):
+            nn.init.normal_(linear.weight, std=0.02)
+        zeroed = [block.streams.values() for block in self.joint_blocks]
+        zeroed += [[block.weights] for block in self.single_blocks]
+        for weights in (w for group in zeroed for w in group):
+            nn.init.zeros_(weights.modulation[1].weight)
+            nn.init.zeros_(weights.modulation[1].bias)
+        for head in self.outputs.values():
+            for linear in (head.modulation[1], head.linear):
+                nn.init.zeros_(linear.weight)
+                nn.init.zeros_(linear.bias)
+
+    def conditioning(
+        self,
+        batch_size: int,
+        labels: Mapping[str, Tensor] | None,
+        pooled: Mapping[str, Tensor] | None,
+        device: torch.device,
+    ) -> Tensor:
+        """The stream-independent part of the adaLN vector: [B, width]."""
+        labels, pooled = labels or {}, pooled or {}
+        for given, expected, kind in ((labels, self.label_embedders, "label"), (pooled, self.pooled_embedders, "pooled")):
+            missing, unknown = set(expected) - set(given), set(given) - set(expected)
+            if missing or unknown:
+                raise KeyError(
+                    f"{kind} conditions: model takes {sorted(expected)}, got {sorted(given)}"
+                    f" (missing {sorted(missing)}, unknown {sorted(unknown)})"
+                )
+        cond = torch.zeros(batch_size, self.width, device=device)
+        for key, embedder in self.label_embedders.items():
+            cond = cond + embedder(labels[key])
+        for key, embedder in self.pooled_embedders.items():
+            cond = cond + embedder(pooled[key])
+        return cond
+
+    def forward(
+        self,
+        streams: Mapping[str, Tokens],
+        t: Tensor | Mapping[str, Tensor],
+        labels: Mapping[str, Tensor] | None = None,
+        pooled: Mapping[str, Tensor] | None = None,
+    ) -> dict[str, Tensor]:
+        """Predict, for each stream given, a tensor [B, N_s, out_features_s].
+
+        streams: {name: Tokens}, any subset of the model's streams (concatenated in the model's order).
+        t:       [B] time in [0, 1] shared by all streams, or {name: [B]} one time per stream.
+        labels:  {name: [B] long} class indices (the null index for "unconditional").
+        pooled:  {name: [B, dim]} pooled vectors (zeros for "unconditional").
+        """
+        unknown = set(streams) - set(self.specs)
+        if unknown:
+            raise KeyError(f"unknown streams {sorted(unknown)}; this model has {list(self.specs)}")
+        names = [s for s in self.specs if s in streams]
+        first = streams[names[0]]
+        times = t if isinstance(t, Mapping) else dict.fromkeys(names, t)
+        shared = self.conditioning(first.batch_size, labels, pooled, first.x.device)
+        conds = {s: self.t_embedder(times[s]) + shared for s in names}
+        xs = {}
+        for s in names:
+            tokens = streams[s]
+            if tokens.features != self.specs[s].features:
+                raise ValueError(f"stream {s!r}: tokens have F={tokens.features}, model expects {self.specs[s].features}")
+            xs[s] = self.inputs[s](tokens.x)
+            if s in self.pos_tables:
+                xs[s] = xs[s] + self.pos_tables[s](tokens.pos)
+        angles = self.rope(streams, names)
+        mask = key_padding_mask(torch.cat([streams[s].mask for s in names], dim=1))
+        for block in [*self.joint_blocks, *self.single_blocks]:
+            xs = block(xs, conds, angles, mask)
+        return {s: self.outputs[s](xs[s], conds[s]) for s in names}
+
+    def rope(self, streams: Mapping[str, Tokens], names: list[str]) -> Tensor | None:
+        """Rotary angles for the concatenated sequence, [B, N, head_dim / 2]; zero (no rotation) on the
+        tokens of streams that use another position scheme. None when no stream uses rotary positions."""
+        if not any(s in self.rope_axes_dim for s in names):
+            return None
+        parts = []
+        for s in names:
+            tokens = streams[s]
+            if s in self.rope_axes_dim:
+                parts.append(rope_angles(tokens.pos, self.rope_axes_dim[s], self.rope_theta))
+            else:
+                half = self.width // self.heads // 2
+                parts.append(tokens.x.new_zeros(tokens.batch_size, tokens.length, half, dtype=torch.float32))
+        return torch.cat(parts, dim=1)

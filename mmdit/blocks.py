@@ -1,0 +1,134 @@
+"""Transformer blocks with adaLN-Zero conditioning.
+
+A *joint* block gives each stream its own weights (modulation, QKV, output projection, MLP) and runs one
+attention over the tokens of all streams (SD3's MMDiT). A *single* block runs one set of weights over the
+concatenated sequence (Flux / Open-Sora 2); with one stream it is exactly DiT's block. Each stream brings its
+own conditioning vector, so each stream can sit at its own timestep, in both kinds of block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from mmdit.attention import attend
+
+Modulation = tuple[Tensor, ...]
+"""shift, scale, gate for attention, then shift, scale, gate for the MLP; each [B, 1 or N, D]."""
+
+
+def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    return x * (1 + scale) + shift
+
+
+def layer_norm(width: int) -> nn.LayerNorm:
+    return nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+
+
+class Mlp(nn.Module):
+    def __init__(self, width: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(width, hidden)
+        self.act = nn.GELU(approximate="tanh")
+        self.fc2 = nn.Linear(hidden, width)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class StreamWeights(nn.Module):
+    """The weights a stream owns inside a block. `modulation` is zero-initialised (adaLN-Zero), so the block
+    starts as the identity."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float, qk_norm: bool):
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"width {width} is not divisible by {heads} heads")
+        self.heads = heads
+        head_dim = width // heads
+        self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
+        self.norm1 = layer_norm(width)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.q_norm = nn.RMSNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
+        self.k_norm = nn.RMSNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
+        self.proj = nn.Linear(width, width)
+        self.norm2 = layer_norm(width)
+        self.mlp = Mlp(width, int(width * mlp_ratio))
+
+    def modulations(self, conds: list[Tensor], lengths: list[int]) -> Modulation:
+        """Per-stream conditioning vectors [B, D] -> six modulation tensors for the concatenated sequence:
+        [B, 1, D] when there is one stream, else [B, N, D] with each stream's vector repeated over its
+        tokens. The linear layer runs once per stream, not once per token."""
+        mods = [self.modulation(c)[:, None] for c in conds]
+        if len(mods) > 1:
+            mods = [torch.cat([m.expand(-1, n, -1) for m, n in zip(mods, lengths, strict=True)], dim=1)]
+        return mods[0].chunk(6, dim=-1)
+
+    def qkv_heads(self, x: Tensor, mod: Modulation) -> tuple[Tensor, Tensor, Tensor]:
+        """x: [B, N, D] -> q, k, v: [B, H, N, D / H] (q and k RMS-normalised when qk_norm)."""
+        qkv = self.qkv(modulate(self.norm1(x), mod[0], mod[1]))
+        q, k, v = rearrange(qkv, "b n (three h d) -> three b h n d", three=3, h=self.heads)
+        return self.q_norm(q), self.k_norm(k), v
+
+    def finish(self, x: Tensor, attended: Tensor, mod: Modulation) -> Tensor:
+        """Gated residual of the attention output [B, N, D], then the gated MLP."""
+        x = x + mod[2] * self.proj(attended)
+        return x + mod[5] * self.mlp(modulate(self.norm2(x), mod[3], mod[4]))
+
+
+class JointBlock(nn.Module):
+    """Per-stream weights, one attention over all streams' tokens (concatenated in stream order)."""
+
+    def __init__(self, streams: list[str], width: int, heads: int, mlp_ratio: float, qk_norm: bool):
+        super().__init__()
+        self.streams = nn.ModuleDict({s: StreamWeights(width, heads, mlp_ratio, qk_norm) for s in streams})
+
+    def forward(
+        self, xs: Mapping[str, Tensor], conds: Mapping[str, Tensor], angles: Tensor | None, mask: Tensor | None
+    ) -> dict[str, Tensor]:
+        """xs: {stream: [B, N_s, D]}; conds: {stream: [B, D]}; angles: [B, sum N_s, D / H / 2] or None;
+        mask: [B, 1, 1 or N, N] bool or None. Returns {stream: [B, N_s, D]}."""
+        mods = {s: self.streams[s].modulations([conds[s]], [x.shape[1]]) for s, x in xs.items()}
+        heads = [self.streams[s].qkv_heads(x, mods[s]) for s, x in xs.items()]
+        q, k, v = (torch.cat(parts, dim=2) for parts in zip(*heads, strict=True))
+        attended = attend(q, k, v, angles, mask).split([x.shape[1] for x in xs.values()], dim=1)
+        return {
+            s: self.streams[s].finish(x, a, mods[s]) for (s, x), a in zip(xs.items(), attended, strict=True)
+        }
+
+
+class SingleBlock(nn.Module):
+    """One set of weights over the concatenated sequence; each token modulated by its own stream's vector."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float, qk_norm: bool):
+        super().__init__()
+        self.weights = StreamWeights(width, heads, mlp_ratio, qk_norm)
+
+    def forward(
+        self, xs: Mapping[str, Tensor], conds: Mapping[str, Tensor], angles: Tensor | None, mask: Tensor | None
+    ) -> dict[str, Tensor]:
+        """Same shapes as `JointBlock.forward`."""
+        lengths = [x.shape[1] for x in xs.values()]
+        mod = self.weights.modulations([conds[s] for s in xs], lengths)
+        x = torch.cat(list(xs.values()), dim=1)
+        attended = attend(*self.weights.qkv_heads(x, mod), angles, mask)
+        return dict(zip(xs, self.weights.finish(x, attended, mod).split(lengths, dim=1), strict=True))
+
+
+class FinalLayer(nn.Module):
+    """A stream's output head: adaptive LayerNorm (shift, scale) then a linear map to the token features.
+    Zero-initialised, so an untrained model predicts zeros."""
+
+    def __init__(self, width: int, out_features: int):
+        super().__init__()
+        self.norm = layer_norm(width)
+        self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
+        self.linear = nn.Linear(width, out_features)
+
+    def forward(self, x: Tensor, cond: Tensor) -> Tensor:
+        """x: [B, N, D], cond: [B, D] -> [B, N, out_features]."""
+        shift, scale = self.modulation(cond)[:, None].chunk(2, dim=-1)
+        return self.linear(modulate(self.norm(x), shift, scale))

@@ -1,0 +1,152 @@
+"""The `mmdit` command: fit, sample, eval, export, recipes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console(stderr=True)
+
+
+def _fit(args: argparse.Namespace) -> None:
+    from mmdit.recipe import load_recipe
+    from mmdit.train import fit
+
+    run_dir = fit(load_recipe(args.recipe, args.overrides), resume=args.resume)
+    report = run_dir / "eval.json"
+    if report.exists():
+        _print_report(json.loads(report.read_text()))
+    console.print(f"run directory: [bold]{run_dir}[/] (samples.png, loss.png, weights.safetensors, eval.json)")
+
+
+def _parse_labels(module, given: list[str]) -> dict[str, int]:
+    """--label 7 (the model's only label) or --label digit=7; classes by name or index."""
+    keys = list(module.model.label_embedders)
+    labels = {}
+    for item in given:
+        key, _, value = item.rpartition("=")
+        if not key:
+            if len(keys) != 1:
+                raise KeyError(f"--label {item!r}: this model has labels {keys}; write KEY=CLASS")
+            key = keys[0]
+        if key not in keys:
+            raise KeyError(f"--label {item!r}: unknown label {key!r}; this model has {keys}")
+        labels[key] = module.class_index(key, value)
+    return labels
+
+
+def _sample(args: argparse.Namespace) -> None:
+    import torch
+
+    from mmdit.module import DiffusionModule
+
+    module = DiffusionModule.from_weights(args.weights)
+    chosen = _parse_labels(module, args.label)
+    labels = {k: torch.full((args.n,), v) for k, v in chosen.items()}
+    media = module.generate(args.n, labels, steps=args.steps, method=args.sampler, cfg=args.cfg, seed=args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tag = "_".join(f"{k}-{module.classes[k][v]}" for k, v in chosen.items()) or "unconditional"
+    for stream, items in media.items():
+        adapter = module.adapters[stream]
+        for i, item in enumerate(items):
+            adapter.save(item, out / f"{stream}_{tag}_{i:03d}{adapter.file_suffix}")
+        adapter.preview(items, out / f"{stream}_{tag}_grid.png")
+    console.print(f"wrote {args.n} samples per stream and a preview grid to [bold]{out}[/]")
+
+
+def _print_report(report: dict) -> None:
+    table = Table(title=f"eval: {report['recipe']}")
+    metrics = list(report["generated"])
+    table.add_column("")
+    for m in metrics:
+        table.add_column(m, justify="right")
+    for row in ("generated", "reference"):
+        table.add_row(row, *(f"{report[row].get(m, float('nan')):.4g}" for m in metrics))
+    console.print(table)
+    s = report["sampling"]
+    console.print(f"{s['samples']} samples, {s['sampler']} {s['steps']} steps, cfg {s['cfg']}, {s['seconds']} s")
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from mmdit.evaluate import evaluate
+    from mmdit.module import DiffusionModule
+
+    module = DiffusionModule.from_weights(args.weights)
+    report = evaluate(module, steps=args.steps, method=args.sampler, cfg=args.cfg, show_progress=not args.json)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        _print_report(report)
+
+
+def _export(args: argparse.Namespace) -> None:
+    from mmdit.export import export_checkpoint
+
+    console.print(f"wrote [bold]{export_checkpoint(args.checkpoint, args.out)}[/]")
+
+
+def _recipes(args: argparse.Namespace) -> None:
+    from mmdit.recipe import available
+
+    for name, description in available().items():
+        print(f"{name:24s} {description}")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mmdit", description="Diffusion transformers for every modality.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    fit = sub.add_parser("fit", help="train a recipe: mmdit fit RECIPE [key=value ...]")
+    fit.add_argument("recipe", help="a bundled recipe name (see `mmdit recipes`) or a YAML path")
+    fit.add_argument("overrides", nargs="*", help="recipe overrides, e.g. trainer.max_steps=500")
+    fit.add_argument("--resume", help="a Lightning .ckpt to resume from")
+    fit.set_defaults(run=_fit)
+
+    def sampling_options(cmd: argparse.ArgumentParser) -> None:
+        cmd.add_argument("weights", help="a .safetensors export or a Lightning .ckpt")
+        cmd.add_argument("--steps", type=int, help="sampling steps (default: the recipe's)")
+        cmd.add_argument("--sampler", choices=["euler", "heun"], help="ODE solver (default: the recipe's)")
+        cmd.add_argument("--cfg", type=float, help="classifier-free guidance scale (default: the recipe's)")
+
+    sample = sub.add_parser("sample", help="draw samples into files")
+    sampling_options(sample)
+    sample.add_argument("--n", type=int, default=16, help="how many samples")
+    sample.add_argument("--label", action="append", default=[], help="CLASS or KEY=CLASS (name or index)")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--out", default="samples", help="output folder")
+    sample.set_defaults(run=_sample)
+
+    ev = sub.add_parser("eval", help="the recipe's metrics for generated and real held-out data")
+    sampling_options(ev)
+    ev.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    ev.set_defaults(run=_eval)
+
+    export = sub.add_parser("export", help="a Lightning .ckpt -> .safetensors (EMA weights + recipe)")
+    export.add_argument("checkpoint")
+    export.add_argument("out")
+    export.set_defaults(run=_export)
+
+    recipes = sub.add_parser("recipes", help="list the bundled recipes")
+    recipes.set_defaults(run=_recipes)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (KeyError, ValueError, FileNotFoundError, FloatingPointError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        console.print(f"[bold red]error:[/] {message}")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

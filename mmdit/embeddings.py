@@ -1,0 +1,64 @@
+"""Conditioning embeddings: diffusion time, class labels and pooled vectors, each mapped to the model width."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+TIME_SCALE = 1000.0
+"""The backbone sees t in [0, 1] as t * 1000, so rectified flow's t and DDPM's integer step k (t = k / 1000)
+give the same embedding and DiT / SD3 checkpoints see the inputs they were trained with."""
+
+
+def timestep_features(t: Tensor, dim: int = 256, max_period: float = 10000.0) -> Tensor:
+    """t: [B] in [0, 1] -> [B, dim] sinusoidal features of t * 1000, cos first then sin (DiT's order)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = (t.float() * TIME_SCALE)[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+def _mlp(in_dim: int, width: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(in_dim, width), nn.SiLU(), nn.Linear(width, width))
+
+
+class TimestepEmbedder(nn.Module):
+    """[B] times in [0, 1] -> [B, width]."""
+
+    def __init__(self, width: int, frequency_dim: int = 256):
+        super().__init__()
+        self.frequency_dim = frequency_dim
+        self.mlp = _mlp(frequency_dim, width)
+
+    def forward(self, t: Tensor) -> Tensor:
+        return self.mlp(timestep_features(t, self.frequency_dim))
+
+
+class LabelEmbedder(nn.Module):
+    """[B] class indices -> [B, width]. Index `num_classes` is the null class that classifier-free guidance
+    trains with (dropped labels) and samples against."""
+
+    def __init__(self, num_classes: int, width: int):
+        super().__init__()
+        self.num_classes = num_classes
+        self.embedding = nn.Embedding(num_classes + 1, width)
+
+    @property
+    def null_index(self) -> int:
+        return self.num_classes
+
+    def forward(self, labels: Tensor) -> Tensor:
+        return self.embedding(labels)
+
+
+class PooledEmbedder(nn.Module):
+    """[B, dim] pooled vector (e.g. a text encoder's pooled output) -> [B, width]. The null vector is zeros."""
+
+    def __init__(self, dim: int, width: int):
+        super().__init__()
+        self.mlp = _mlp(dim, width)
+
+    def forward(self, pooled: Tensor) -> Tensor:
+        return self.mlp(pooled)

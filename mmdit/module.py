@@ -1,0 +1,180 @@
+"""The LightningModule: adapters + MMDiT + rectified flow. Lightning owns the loop, precision, devices,
+strategy, clipping, accumulation, EMA and checkpoints; this class only says what one step computes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+from safetensors import safe_open
+from safetensors.torch import load_file
+from torch import Tensor
+
+from mmdit.backbone import MMDiT
+from mmdit.data import data_stream
+from mmdit.flow import RectifiedFlow
+from mmdit.guidance import guided_velocity, null_labels
+from mmdit.presets import preset
+from mmdit.recipe import from_yaml
+from mmdit.samplers import sampler
+from mmdit.tokens import Tokens
+from modalities import build_adapter
+
+
+def model_sizes(model: DictConfig) -> dict[str, Any]:
+    """A recipe's `model` section -> MMDiT keyword arguments (preset first, explicit keys override)."""
+    sizes = preset(model.preset) if model.preset else {}
+    sizes.pop("patch_size", None)  # belongs to the image stream's options
+    sizes.update({k: v for k, v in model.items() if k != "preset" and v is not None})
+    for key in ("width", "heads"):
+        if key not in sizes:
+            raise KeyError(f"model.{key} is not set (give it, or a model.preset)")
+    return sizes
+
+
+class DiffusionModule(L.LightningModule):
+    """recipe: a checked recipe (DictConfig or its plain-dict form); classes: {label: [class names]} of the
+    training data, which size the label tables and let users ask for classes by name."""
+
+    def __init__(self, recipe: DictConfig | dict, classes: Mapping[str, list[str]]):
+        super().__init__()
+        recipe = OmegaConf.create(recipe) if not isinstance(recipe, DictConfig) else recipe
+        self.save_hyperparameters({"recipe": OmegaConf.to_container(recipe), "classes": dict(classes)})
+        self.recipe, self.classes = recipe, dict(classes)
+        self.adapters = {name: build_adapter(s.modality, **s.options) for name, s in recipe.streams.items()}
+        self.stream = data_stream(recipe)
+        missing = [k for k in recipe.conditioning.labels if k not in classes]
+        if missing:
+            raise KeyError(f"conditioning.labels {missing} are not labels of the data; it has {list(classes)}")
+        self.model = MMDiT(
+            [adapter.stream(name) for name, adapter in self.adapters.items()],
+            labels={k: len(classes[k]) for k in recipe.conditioning.labels},
+            **model_sizes(recipe.model),
+        )
+        self.flow = RectifiedFlow(**recipe.objective)
+
+    # training ------------------------------------------------------------------------------------------
+
+    def _labels(self, batch: Mapping[str, Any], drop: float) -> dict[str, Tensor]:
+        """The conditioning labels of a batch; with probability `drop` an item's labels become the null
+        class (all keys together, so the model also learns the fully unconditional velocity)."""
+        labels = {k: batch["labels"][k] for k in self.recipe.conditioning.labels}
+        if drop <= 0 or not labels:
+            return labels
+        dropped = torch.rand(next(iter(labels.values())).shape, device=self.device) < drop
+        nulls = null_labels(self.model, labels)
+        return {k: torch.where(dropped, nulls[k], v) for k, v in labels.items()}
+
+    def diffusion_loss(self, batch: Mapping[str, Any], drop: float, generator=None) -> dict[str, Tensor]:
+        """{stream: loss} for one batch: noise every stream to a shared time t, predict the velocity."""
+        tokens = {self.stream: self.adapters[self.stream].encode(batch["media"])}
+        batch_size = tokens[self.stream].batch_size
+        # A seeded generator (validation) draws on the CPU so that its numbers do not depend on the device.
+        draw_on = "cpu" if generator is not None else self.device
+        t = self.flow.sample_time(batch_size, draw_on, generator).to(self.device)
+        noised, targets = {}, {}
+        for s, tok in tokens.items():
+            noise = torch.randn(tok.x.shape, generator=generator, device=draw_on).to(tok.x)
+            noised[s] = tok.with_x(self.flow.add_noise(tok.x, noise, t))
+            targets[s] = self.flow.target(tok.x, noise)
+        predictions = self.model(noised, t, self._labels(batch, drop))
+        return {s: self.flow.loss(predictions[s], targets[s], tokens[s].mask) for s in tokens}
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+        losses = self.diffusion_loss(batch, self.recipe.conditioning.dropout)
+        loss = sum(losses.values())
+        if not torch.isfinite(loss):
+            detail = ", ".join(f"{s}={v.item():.4g}" for s, v in losses.items())
+            raise FloatingPointError(
+                f"loss is not finite at step {self.global_step} ({detail}); lower optimizer.lr, set "
+                "trainer.gradient_clip_val, or check the data for NaN values"
+            )
+        self.log("train/loss", loss, prog_bar=True)
+        if len(losses) > 1:
+            self.log_dict({f"train/loss_{s}": v for s, v in losses.items()})
+        return loss
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        # Fixed noise and times per batch, so validation losses are comparable across the run.
+        generator = torch.Generator().manual_seed(batch_idx)
+        losses = self.diffusion_loss(batch, drop=0.0, generator=generator)
+        self.log("val/loss", sum(losses.values()), prog_bar=True, sync_dist=True)
+
+    def configure_optimizers(self):
+        opt = self.recipe.optimizer
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=opt.lr, betas=tuple(opt.betas), weight_decay=opt.weight_decay)
+        warmup = max(1, opt.warmup_steps)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # sampling ------------------------------------------------------------------------------------------
+
+    def class_index(self, key: str, value: str | int) -> int:
+        """A class given by name ("7", "cat") or index -> its index; unknown ones list the valid names."""
+        names = self.classes[key]
+        if str(value) in names:
+            return names.index(str(value))
+        if isinstance(value, int) or str(value).isdigit():
+            if 0 <= int(value) < len(names):
+                return int(value)
+        raise KeyError(f"label {key!r} has no class {value!r}; classes: {names}")
+
+    @torch.no_grad()
+    def generate(
+        self,
+        n: int,
+        labels: Mapping[str, Tensor] | None = None,
+        *,
+        steps: int | None = None,
+        method: str | None = None,
+        cfg: float | None = None,
+        seed: int = 0,
+        progress: Callable = iter,
+        **spec: Any,
+    ) -> dict[str, Tensor]:
+        """Sample n items per stream: {stream: media [n, ...]} as the adapters decode them.
+
+        labels: {key: [n] class indices}; omitted keys are sampled unconditionally (null class).
+        steps / method / cfg default to the recipe's `sample` section; spec (e.g. size) goes to layout."""
+        settings = self.recipe.sample
+        steps, method = steps or settings.steps, method or settings.sampler
+        cfg = settings.cfg if cfg is None else cfg
+        was_training = self.training
+        self.eval()
+        layouts = {s: a.layout(n, **spec).to(self.device) for s, a in self.adapters.items()}
+        full = {k: torch.full((n,), self.model.label_embedders[k].null_index) for k in self.model.label_embedders}
+        full.update(labels or {})
+        full = {k: v.to(self.device) for k, v in full.items()}
+        generator = torch.Generator().manual_seed(seed)
+        noise = {s: torch.randn(tok.x.shape, generator=generator).to(tok.x) for s, tok in layouts.items()}
+        velocity = guided_velocity(self.model, layouts, full, scale=cfg)
+        x = sampler(method)(velocity, noise, self.flow.schedule(steps, self.device), progress)
+        self.train(was_training)
+        return {s: self.adapters[s].decode(Tokens(x[s], tok.pos, tok.mask)) for s, tok in layouts.items()}
+
+    # weights -------------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_weights(cls, path: str | Path, map_location: str = "cpu") -> DiffusionModule:
+        """Load an exported `.safetensors` (recipe and classes in its metadata) or a Lightning `.ckpt`
+        (whose state holds the EMA weights when EMA was on)."""
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"weights file {path} does not exist")
+        if path.suffix == ".ckpt":
+            return cls.load_from_checkpoint(path, map_location=map_location)
+        if path.suffix != ".safetensors":
+            raise ValueError(f"{path}: expected a .safetensors export or a Lightning .ckpt")
+        with safe_open(path, "pt") as f:
+            meta = f.metadata() or {}
+        if "recipe" not in meta or "classes" not in meta:
+            raise ValueError(f"{path}: no mmdit recipe in its metadata; was it written by `mmdit export`?")
+        module = cls(from_yaml(meta["recipe"]), json.loads(meta["classes"]))
+        module.model.load_state_dict(load_file(path, device=map_location))
+        return module

@@ -1,0 +1,74 @@
+"""Where tokens are: rotary embeddings over up to three axes, and the fixed 2D sin-cos table of DiT."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+def split_head_dim(head_dim: int, axes: int) -> list[int]:
+    """Channels of each head given to each rotary axis: equal even shares, the remainder to the first axis
+    (for video this gives t the larger share unless a recipe says otherwise)."""
+    if head_dim % 2:
+        raise ValueError(f"rotary embeddings need an even head dimension, got {head_dim}")
+    share = (head_dim // axes) // 2 * 2
+    if share == 0 and axes > 1:
+        raise ValueError(f"head dimension {head_dim} cannot give each of {axes} rotary axes a channel pair")
+    return [head_dim - share * (axes - 1)] + [share] * (axes - 1)
+
+
+def rope_angles(pos: Tensor, axes_dim: Sequence[int], theta: float = 10000.0) -> Tensor:
+    """Rotation angles for rotary embeddings.
+
+    pos: [B, N, A] coordinates; axes_dim: channels per axis (even, summing to the head dim).
+    Returns [B, N, head_dim / 2]: the angle of each channel pair, axis by axis.
+    """
+    if pos.shape[-1] != len(axes_dim):
+        raise ValueError(f"positions have {pos.shape[-1]} axes but axes_dim {list(axes_dim)} has {len(axes_dim)}")
+    angles = []
+    for axis, dim in enumerate(axes_dim):
+        freqs = theta ** (-torch.arange(0, dim, 2, device=pos.device, dtype=torch.float64) / dim)
+        angles.append(pos[..., axis, None].double() * freqs)
+    return torch.cat(angles, dim=-1).float()
+
+
+def apply_rope(x: Tensor, angles: Tensor) -> Tensor:
+    """Rotate channel pairs (0, 1), (2, 3), ... of x [B, H, N, D] by angles [B, N, D / 2]."""
+    cos, sin = angles.cos()[:, None], angles.sin()[:, None]
+    even, odd = x.float().unflatten(-1, (-1, 2)).unbind(-1)
+    rotated = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)
+    return rotated.flatten(-2).type_as(x)
+
+
+def sincos_1d(coords: Tensor, dim: int) -> Tensor:
+    """[..., ] coordinates -> [..., dim] features: sin of all frequencies, then cos (MAE / DiT order)."""
+    omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim / 2))
+    out = coords.double()[..., None] * omega
+    return torch.cat([out.sin(), out.cos()], dim=-1)
+
+
+class SinCosTable(nn.Module):
+    """The frozen 2D sin-cos position table of DiT / MAE, looked up by a token's (h, w) coordinates.
+
+    The first half of the channels encodes w and the second half h, as in DiT's table, so converted
+    checkpoints see the embeddings they were trained with. The table is a frozen parameter, counted in
+    parameter totals as DiT counts it.
+    """
+
+    def __init__(self, grid: tuple[int, int], dim: int):
+        super().__init__()
+        if dim % 4:
+            raise ValueError(f"a 2D sin-cos table needs a width divisible by 4, got {dim}")
+        h, w = torch.meshgrid(torch.arange(grid[0]), torch.arange(grid[1]), indexing="ij")
+        table = torch.cat([sincos_1d(w, dim // 2), sincos_1d(h, dim // 2)], dim=-1)
+        self.grid = grid
+        self.table = nn.Parameter(table.float(), requires_grad=False)
+
+    def forward(self, pos: Tensor) -> Tensor:
+        """pos: [B, N, 2] integer-valued (h, w) -> [B, N, dim]."""
+        index = pos.long()
+        if index.min() < 0 or (index[..., 0].max() >= self.grid[0]) or (index[..., 1].max() >= self.grid[1]):
+            raise ValueError(f"positions outside the sin-cos table of grid {self.grid}")
+        return self.table[index[..., 0], index[..., 1]]

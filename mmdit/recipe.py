@@ -1,0 +1,159 @@
+"""Recipes: one YAML file holds everything a run needs; `key=value` arguments override it.
+
+The schema below is the list of valid keys: a key it does not name is an error that names the key and lists
+its valid siblings. `trainer` passes straight to `lightning.Trainer`, so its keys are Trainer's arguments.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+
+
+@dataclass
+class StreamConfig:
+    modality: str = MISSING
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    source: Any = MISSING  # a bundled dataset's name, or {folder: PATH}
+    stream: str | None = None  # which stream the dataset's media feed (default: the first)
+    batch_size: int = 64
+    num_workers: int = 0
+
+
+@dataclass
+class ConditioningConfig:
+    labels: list[str] = field(default_factory=list)  # dataset label keys the model is conditioned on
+    dropout: float = 0.1  # share of training items whose conditions are dropped (classifier-free guidance)
+
+
+@dataclass
+class ModelConfig:
+    preset: str | None = None  # a name from mmdit.presets; the keys below override it
+    joint_depth: int | None = None
+    single_depth: int | None = None
+    width: int | None = None
+    heads: int | None = None
+    mlp_ratio: float = 4.0
+    qk_norm: bool = True
+
+
+@dataclass
+class ObjectiveConfig:
+    time_sampling: str = "logit_normal"
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    shift: float = 1.0
+
+
+@dataclass
+class OptimizerConfig:
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_steps: int = 0
+
+
+@dataclass
+class EmaConfig:
+    enabled: bool = True
+    decay: float = 0.999
+
+
+@dataclass
+class SampleConfig:
+    steps: int = 50
+    sampler: str = "heun"
+    cfg: float = 1.0
+    grid: int = 64  # items in the preview grid drawn at each validation
+
+
+@dataclass
+class Recipe:
+    name: str = MISSING
+    description: str = ""
+    seed: int = 0
+    run_dir: str | None = None  # default runs/<name>/<timestamp>
+    streams: dict[str, StreamConfig] = MISSING
+    data: DataConfig = field(default_factory=DataConfig)
+    conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    ema: EmaConfig = field(default_factory=EmaConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    trainer: dict[str, Any] = field(default_factory=dict)
+
+
+def available() -> dict[str, str]:
+    """Bundled recipes: name -> one-line description."""
+    return {p.stem: OmegaConf.load(p).get("description", "") for p in sorted(RECIPES_DIR.glob("*.yaml"))}
+
+
+def recipe_path(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.exists():
+            raise FileNotFoundError(f"recipe file {path} does not exist")
+        return path
+    bundled = RECIPES_DIR / f"{name_or_path}.yaml"
+    if not bundled.exists():
+        raise KeyError(f"unknown recipe {name_or_path!r}; bundled recipes: {', '.join(available())}")
+    return bundled
+
+
+def _valid_keys(schema: Any, full_key: str) -> list[str]:
+    node = schema
+    for part in full_key.split(".")[:-1]:
+        node = node[part] if isinstance(node, DictConfig) and part in node else None
+        if node is None:
+            return []
+    return list(node.keys()) if isinstance(node, DictConfig) else []
+
+
+def load_recipe(name_or_path: str, overrides: list[str] = ()) -> DictConfig:
+    """Read a recipe (bundled name or YAML path), apply `key=value` overrides, and check every key.
+
+    Returns a read-only DictConfig with the schema's defaults filled in."""
+    schema = OmegaConf.structured(Recipe)
+    path = recipe_path(name_or_path)
+    for bad in (o for o in overrides if "=" not in o):
+        raise ValueError(f"override {bad!r} is not key=value")
+    try:
+        recipe = OmegaConf.merge(schema, OmegaConf.load(path), OmegaConf.from_dotlist(list(overrides)))
+    except (ConfigKeyError, ConfigAttributeError) as err:
+        key = err.full_key or str(err)
+        raise KeyError(f"{path}: unknown recipe key {key!r}; valid here: {_valid_keys(schema, key)}") from None
+    except ValidationError as err:
+        raise ValueError(f"{path}: bad value for {err.full_key!r}: {err.msg}") from None
+    missing = sorted(OmegaConf.missing_keys(recipe))
+    if missing:
+        raise KeyError(f"{path}: recipe needs {missing}")
+    trainer_args = set(inspect.signature(lightning.Trainer.__init__).parameters) - {"self"}
+    unknown = sorted(set(recipe.trainer) - trainer_args)
+    if unknown:
+        raise KeyError(f"{path}: trainer keys {unknown} are not arguments of lightning.Trainer")
+    OmegaConf.set_readonly(recipe, True)
+    return recipe
+
+
+def to_yaml(recipe: DictConfig) -> str:
+    return OmegaConf.to_yaml(recipe, resolve=True)
+
+
+def from_yaml(text: str) -> DictConfig:
+    """A recipe stored with a run or in a weights file (already resolved and checked)."""
+    recipe = OmegaConf.merge(OmegaConf.structured(Recipe), OmegaConf.create(text))
+    OmegaConf.set_readonly(recipe, True)
+    return recipe

@@ -1,0 +1,81 @@
+"""`mmdit fit`: build the run from a recipe, train with Lightning, then export, evaluate and draw."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from mmdit.callbacks import LossCurve, SampleGrid
+from mmdit.data import MediaDataModule, data_stream
+from mmdit.evaluate import evaluate
+from mmdit.export import export_weights
+from mmdit.module import DiffusionModule
+from mmdit.recipe import to_yaml
+from modalities import build_adapter
+
+
+def run_directory(recipe: DictConfig) -> Path:
+    if recipe.run_dir:
+        return Path(recipe.run_dir)
+    return Path("runs") / recipe.name / datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def loggers(run_dir: Path) -> list[Logger]:
+    """CSV always (metrics.csv in the run directory); TensorBoard too when it is installed."""
+    found: list[Logger] = [CSVLogger(run_dir, name="", version="logs")]
+    try:
+        import tensorboard  # noqa: F401
+
+        found.append(TensorBoardLogger(run_dir, name="", version="tensorboard"))
+    except ImportError:
+        pass
+    return found
+
+
+def build(recipe: DictConfig) -> tuple[MediaDataModule, DiffusionModule]:
+    stream = data_stream(recipe)
+    spec = recipe.streams[stream]
+    datamodule = MediaDataModule(recipe, build_adapter(spec.modality, **spec.options))
+    return datamodule, DiffusionModule(recipe, datamodule.classes)
+
+
+def fit(recipe: DictConfig, resume: str | None = None) -> Path:
+    """Train `recipe`; returns the run directory, which holds recipe.yaml, checkpoints/, logs/, samples/,
+    samples.png, loss.png, weights.safetensors (EMA) and eval.json."""
+    L.seed_everything(recipe.seed, workers=True)
+    run_dir = run_directory(recipe)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "recipe.yaml").write_text(to_yaml(recipe))
+    datamodule, module = build(recipe)
+    callbacks = [
+        RichProgressBar(),
+        ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor="val/loss", save_top_k=1, save_last=True),
+        SampleGrid(run_dir, recipe.sample.grid),
+        LossCurve(run_dir),
+    ]
+    if recipe.ema.enabled:
+        callbacks.append(EMAWeightAveraging(decay=recipe.ema.decay))
+    trainer_args = OmegaConf.to_container(recipe.trainer)
+    if trainer_args.get("enable_progress_bar") is False:
+        callbacks.pop(0)
+    trainer = L.Trainer(default_root_dir=run_dir, callbacks=callbacks, logger=loggers(run_dir), **trainer_args)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+    if trainer.is_global_zero:
+        finish(module.cpu(), run_dir)
+    return run_dir
+
+
+@rank_zero_only
+def finish(module: DiffusionModule, run_dir: Path) -> None:
+    """After training (EMA weights now in the model): export, draw the final grid, evaluate."""
+    export_weights(module, run_dir / "weights.safetensors")
+    SampleGrid(run_dir, module.recipe.sample.grid).draw(module, "final")
+    report = evaluate(module)
+    (run_dir / "eval.json").write_text(json.dumps(report, indent=2) + "\n")

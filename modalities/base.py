@@ -1,0 +1,77 @@
+"""The contract between a kind of media and the diffusion core.
+
+An adapter knows its media and nothing else: how to read and write files, how to turn a batch into `Tokens`
+and back, how to lay out noise for a requested size, how to preview and how to judge generations. The core
+calls these methods and never imports a modality.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from mmdit.backbone import StreamSpec
+from mmdit.tokens import Tokens
+
+
+class ModalityAdapter(ABC):
+    """One kind of media (images, audio, meshes, ...) as a stream of tokens.
+
+    Datasets an adapter returns yield items `{"media": Tensor, "labels": {name: int}}` and carry
+    `classes: dict[str, list[str]]`, the class names of each label, so a model can be conditioned on them
+    and a user can ask for a class by name.
+    """
+
+    name: ClassVar[str]
+    """Registry name, used as `modality:` in recipes."""
+
+    file_suffix: ClassVar[str]
+    """Suffix of the files `save` writes (".png", ".wav", ...)."""
+
+    @abstractmethod
+    def stream(self, name: str) -> StreamSpec:
+        """How the backbone sees this stream: features per token, position scheme, axes."""
+
+    @abstractmethod
+    def encode(self, media: Tensor) -> Tokens:
+        """A collated batch of media -> tokens. Must be inverted exactly (or within a documented bound) by
+        `decode`."""
+
+    @abstractmethod
+    def decode(self, tokens: Tokens) -> Tensor:
+        """Tokens -> a batch of media in the layout `encode` takes."""
+
+    @abstractmethod
+    def layout(self, batch_size: int, **spec: Any) -> Tokens:
+        """A skeleton (zeros, positions, mask) for sampling `batch_size` items of the requested size."""
+
+    @abstractmethod
+    def load(self, path: str | Path) -> Tensor:
+        """Read one item from a file; a file that cannot be read is an error naming it."""
+
+    @abstractmethod
+    def save(self, item: Tensor, path: str | Path) -> Path:
+        """Write one item (as `decode` returns it, without the batch axis) to a file; returns the path."""
+
+    @abstractmethod
+    def preview(self, media: Tensor, path: str | Path, titles: list[str] | None = None) -> Path:
+        """A PNG a person can look at for a batch of items (a grid, spectrograms, renders)."""
+
+    @abstractmethod
+    def dataset(self, source: str | Mapping[str, Any], split: str) -> Dataset:
+        """A dataset by name (bundled, e.g. "digits") or `{"folder": path}` for a user's own files.
+        `split` is "train" or "heldout"."""
+
+    @abstractmethod
+    def evaluate(
+        self, generated: Tensor, labels: Mapping[str, Tensor], train: Dataset, heldout: Dataset
+    ) -> dict[str, dict[str, float]]:
+        """Judge `generated` (media asked for with `labels`, [B] each) against real data.
+
+        Returns `{"generated": {metric: value}, "reference": {metric: value}}`, the reference row being the
+        same metrics for real data, so a reader sees what a perfect generator would score."""

@@ -1,0 +1,163 @@
+"""The image adapter: exact patch round trips, files, datasets, previews and evaluation."""
+
+import pytest
+import torch
+from PIL import Image
+
+from modalities.image import ImageAdapter, patchify, unpatchify
+from modalities.image_datasets import DigitsDataset, ImageFolder
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+@pytest.mark.parametrize("p", [1, 2, 4])
+def test_patchify_round_trip_is_exact(channels, p):
+    images = torch.randn(2, channels, 3 * p, 5 * p)
+    x, pos = patchify(images, p)
+    assert x.shape == (2, 15, p * p * channels) and pos.shape == (2, 15, 2)
+    assert torch.equal(unpatchify(x, pos, p, channels), images)
+
+
+def test_token_order_and_positions_are_row_major():
+    images = torch.arange(4 * 6, dtype=torch.float32).reshape(1, 1, 4, 6)
+    x, pos = patchify(images, 2)
+    # Token index = h * W_p + w with W_p = 3; each token holds its patch's pixels row by row.
+    assert pos[0].tolist() == [[h, w] for h in range(2) for w in range(3)]
+    assert x[0, 4].tolist() == [14.0, 15.0, 20.0, 21.0]
+
+
+def test_patchify_names_an_indivisible_shape():
+    with pytest.raises(ValueError, match=r"\(1, 3, 6, 7\)"):
+        patchify(torch.zeros(1, 3, 6, 7), 2)
+    with pytest.raises(ValueError, match=r"\(8, 7\)"):
+        ImageAdapter(size=(8, 7))
+
+
+def test_encode_decode_round_trip():
+    adapter = ImageAdapter(channels=3, patch_size=2, size=(8, 12))
+    images = torch.rand(3, 3, 8, 12)
+    tokens = adapter.encode(images)
+    assert tokens.x.shape == (3, 24, 12) and tokens.mask.all()
+    assert tokens.x.min() >= -1 and tokens.x.max() <= 1
+    assert (adapter.decode(tokens) - images).abs().max() < 1e-6
+
+
+def test_layout_and_stream():
+    adapter = ImageAdapter(channels=1, patch_size=2, size=(8, 12), positions="sincos")
+    tokens = adapter.layout(5)
+    assert tokens.x.shape == (5, 24, 4) and not tokens.x.any() and tokens.mask.all()
+    assert adapter.layout(2, size=(4, 4)).pos[0].tolist() == [[0, 0], [0, 1], [1, 0], [1, 1]]
+    assert adapter.decode(adapter.layout(2, size=(6, 10))).shape == (2, 1, 6, 10)
+    spec = adapter.stream("image")
+    assert (spec.features, spec.positions, spec.axes, spec.grid) == (4, "sincos", 2, (4, 6))
+    assert ImageAdapter().stream("image").grid is None
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_save_load_png_round_trip_is_exact(tmp_path, channels):
+    adapter = ImageAdapter(channels=channels)
+    item = torch.randint(0, 256, (channels, 5, 7)).float() / 255
+    path = adapter.save(item, tmp_path / "out" / "x.png")
+    assert torch.equal(adapter.load(path), item)
+
+
+def test_load_names_an_unreadable_file(tmp_path):
+    path = tmp_path / "broken.png"
+    path.write_bytes(b"not a png at all")
+    with pytest.raises(ValueError, match="broken.png"):
+        ImageAdapter().load(path)
+
+
+def write_png(path, value, size=(6, 4)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, (value, value, value)).save(path)
+
+
+def test_image_folder_labels_and_splits(tmp_path):
+    for i in range(6):
+        write_png(tmp_path / "cats" / f"{i}.png", 10 * i)
+    for i in range(4):
+        write_png(tmp_path / "dogs" / "nested" / f"{i}.jpg", 200)
+    train = ImageFolder(tmp_path, "train", size=(8, 8), channels=1, heldout_fraction=0.2)
+    heldout = ImageFolder(tmp_path, "heldout", size=(8, 8), channels=1, heldout_fraction=0.2)
+    assert train.classes == {"class": ["cats", "dogs"]}
+    assert (len(train), len(heldout)) == (8, 2)
+    assert set(train.files).isdisjoint(heldout.files) and len(set(train.files) | set(heldout.files)) == 10
+    for data in (train, heldout):
+        for i in range(len(data)):
+            item = data[i]
+            assert item["media"].shape == (1, 8, 8)
+            assert item["labels"]["class"] == (0 if data.files[i].parts[-2] == "cats" else 1)
+
+
+def test_image_folder_without_sub_folders_has_no_labels(tmp_path):
+    for i in range(3):
+        write_png(tmp_path / f"{i}.png", 0)
+    data = ImageFolder(tmp_path, "train")
+    assert data.classes == {} and data[0]["labels"] == {} and data[0]["media"].shape == (3, 4, 6)
+
+
+def test_image_folder_errors_name_the_file_or_folder(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match=str(empty)):
+        ImageFolder(empty, "train")
+    write_png(tmp_path / "a" / "good.png", 0)
+    (tmp_path / "a" / "bad.png").write_bytes(b"\x89PNG garbage")
+    data = ImageFolder(tmp_path, "train", heldout_fraction=0.0)
+    bad = data.files.index(tmp_path / "a" / "bad.png")
+    with pytest.raises(ValueError, match=str(tmp_path / "a" / "bad.png")):
+        data[bad]
+
+
+def test_dataset_sources():
+    adapter = ImageAdapter(channels=1, size=(8, 8))
+    assert isinstance(adapter.dataset("digits", "train"), DigitsDataset)
+    with pytest.raises(KeyError, match="digits"):
+        adapter.dataset("mnist", "train")
+    with pytest.raises(ValueError, match="heldout"):
+        adapter.dataset("digits", "test")
+    with pytest.raises(ValueError, match="size"):
+        ImageAdapter(channels=1, size=(16, 16)).dataset("digits", "train")
+
+
+def test_digits_splits():
+    train, heldout = DigitsDataset("train"), DigitsDataset("heldout")
+    assert len(train) + len(heldout) == 1797 and len(heldout) == 359
+    item = train[0]
+    assert item["media"].shape == (1, 8, 8) and item["labels"]["digit"] in range(10)
+    assert train.images.min() == 0 and train.images.max() == 1
+    assert torch.equal(DigitsDataset("train").images, train.images)
+    assert set(train.index).isdisjoint(heldout.index) and len({*train.index, *heldout.index}) == 1797
+
+
+def test_preview_grid(tmp_path):
+    adapter = ImageAdapter(channels=1, size=(8, 8))
+    media = DigitsDataset("heldout").images[:10]
+    path = adapter.preview(media, tmp_path / "grid.png")
+    # 4 columns × 3 rows of 64-px cells with 2-px padding around each.
+    assert Image.open(path).size == (4 * 66 + 2, 3 * 66 + 2)
+    titled = adapter.preview(media[:3], tmp_path / "titled.png", titles=["0", "1", "2"])
+    assert Image.open(titled).size[0] > 0
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return DigitsDataset("train"), DigitsDataset("heldout")
+
+
+def test_evaluate_real_heldout_matches_reference(digits):
+    train, heldout = digits
+    adapter = ImageAdapter(channels=1, size=(8, 8))
+    scores = adapter.evaluate(heldout.images, {"digit": heldout.labels}, train, heldout)
+    assert scores["generated"]["accuracy"] == scores["reference"]["accuracy"] >= 0.97
+    assert scores["generated"]["frechet_distance"] == pytest.approx(0.0, abs=1e-6)
+    assert scores["generated"]["samples"] == len(heldout)
+
+
+def test_evaluate_noise_scores_badly(digits):
+    train, heldout = digits
+    adapter = ImageAdapter(channels=1, size=(8, 8))
+    noise = torch.rand(len(heldout), 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    scores = adapter.evaluate(noise, {"digit": heldout.labels}, train, heldout)
+    assert scores["generated"]["accuracy"] < 0.3
+    assert scores["generated"]["frechet_distance"] > 10 * scores["reference"]["frechet_distance"]
