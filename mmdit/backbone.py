@@ -43,7 +43,9 @@ class StreamSpec:
 
     def __post_init__(self) -> None:
         if self.positions not in ("rope", "sincos", "none"):
-            raise ValueError(f"stream {self.name!r}: positions must be rope, sincos or none, got {self.positions!r}")
+            raise ValueError(
+                f"stream {self.name!r}: positions must be rope, sincos or none, got {self.positions!r}"
+            )
         if self.positions == "rope" and not 1 <= self.axes <= 3:
             raise ValueError(f"stream {self.name!r}: rope needs 1 to 3 axes, got {self.axes}")
         if self.positions == "sincos" and (self.axes != 2 or self.grid is None):
@@ -88,7 +90,9 @@ class MMDiT(nn.Module):
         )
         self.t_embedder = TimestepEmbedder(width)
         self.label_embedders = nn.ModuleDict({k: LabelEmbedder(n, width) for k, n in (labels or {}).items()})
-        self.pooled_embedders = nn.ModuleDict({k: PooledEmbedder(d, width) for k, d in (pooled or {}).items()})
+        self.pooled_embedders = nn.ModuleDict(
+            {k: PooledEmbedder(d, width) for k, d in (pooled or {}).items()}
+        )
         names = list(self.specs)
         self.joint_blocks = nn.ModuleList(
             JointBlock(names, width, heads, mlp_ratio, qk_norm) for _ in range(joint_depth)
@@ -132,7 +136,10 @@ class MMDiT(nn.Module):
     ) -> Tensor:
         """The stream-independent part of the adaLN vector: [B, width]."""
         labels, pooled = labels or {}, pooled or {}
-        for given, expected, kind in ((labels, self.label_embedders, "label"), (pooled, self.pooled_embedders, "pooled")):
+        for given, expected, kind in (
+            (labels, self.label_embedders, "label"),
+            (pooled, self.pooled_embedders, "pooled"),
+        ):
             missing, unknown = set(expected) - set(given), set(given) - set(expected)
             if missing or unknown:
                 raise KeyError(
@@ -172,7 +179,9 @@ class MMDiT(nn.Module):
         for s in names:
             tokens = streams[s]
             if tokens.features != self.specs[s].features:
-                raise ValueError(f"stream {s!r}: tokens have F={tokens.features}, model expects {self.specs[s].features}")
+                raise ValueError(
+                    f"stream {s!r}: tokens have F={tokens.features}, model expects {self.specs[s].features}"
+                )
             xs[s] = self.inputs[s](tokens.x)
             if s in self.pos_tables:
                 xs[s] = xs[s] + self.pos_tables[s](tokens.pos)

@@ -87,7 +87,11 @@ class JointBlock(nn.Module):
         self.streams = nn.ModuleDict({s: StreamWeights(width, heads, mlp_ratio, qk_norm) for s in streams})
 
     def forward(
-        self, xs: Mapping[str, Tensor], conds: Mapping[str, Tensor], angles: Tensor | None, mask: Tensor | None
+        self,
+        xs: Mapping[str, Tensor],
+        conds: Mapping[str, Tensor],
+        angles: Tensor | None,
+        mask: Tensor | None,
     ) -> dict[str, Tensor]:
         """xs: {stream: [B, N_s, D]}; conds: {stream: [B, D]}; angles: [B, sum N_s, D / H / 2] or None;
         mask: [B, 1, 1 or N, N] bool or None. Returns {stream: [B, N_s, D]}."""
@@ -108,7 +112,11 @@ class SingleBlock(nn.Module):
         self.weights = StreamWeights(width, heads, mlp_ratio, qk_norm)
 
     def forward(
-        self, xs: Mapping[str, Tensor], conds: Mapping[str, Tensor], angles: Tensor | None, mask: Tensor | None
+        self,
+        xs: Mapping[str, Tensor],
+        conds: Mapping[str, Tensor],
+        angles: Tensor | None,
+        mask: Tensor | None,
     ) -> dict[str, Tensor]:
         """Same shapes as `JointBlock.forward`."""
         lengths = [x.shape[1] for x in xs.values()]

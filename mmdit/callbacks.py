@@ -32,7 +32,9 @@ class SampleGrid(L.Callback):
         (self.run_dir / "samples").mkdir(parents=True, exist_ok=True)
         for stream, items in media.items():
             suffix = f"_{stream}" if len(media) > 1 else ""
-            out = module.adapters[stream].preview(items.cpu(), self.run_dir / "samples" / f"{name}{suffix}.png")
+            out = module.adapters[stream].preview(
+                items.cpu(), self.run_dir / "samples" / f"{name}{suffix}.png"
+            )
             (self.run_dir / f"samples{suffix}.png").write_bytes(out.read_bytes())
 
     def on_validation_epoch_end(self, trainer: L.Trainer, module) -> None:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.progress import track
 from rich.table import Table
 
 console = Console(stderr=True)
@@ -21,7 +22,9 @@ def _fit(args: argparse.Namespace) -> None:
     report = run_dir / "eval.json"
     if report.exists():
         _print_report(json.loads(report.read_text()))
-    console.print(f"run directory: [bold]{run_dir}[/] (samples.png, loss.png, weights.safetensors, eval.json)")
+    console.print(
+        f"run directory: [bold]{run_dir}[/] (samples.png, loss.png, weights.safetensors, eval.json)"
+    )
 
 
 def _parse_labels(module, given: list[str]) -> dict[str, int]:
@@ -48,7 +51,13 @@ def _sample(args: argparse.Namespace) -> None:
     module = DiffusionModule.from_weights(args.weights)
     chosen = _parse_labels(module, args.label)
     labels = {k: torch.full((args.n,), v) for k, v in chosen.items()}
-    media = module.generate(args.n, labels, steps=args.steps, method=args.sampler, cfg=args.cfg, seed=args.seed)
+
+    def progress(steps):
+        return track(steps, description=f"sampling {args.n}", console=console, transient=True)
+
+    media = module.generate(
+        args.n, labels, steps=args.steps, method=args.sampler, cfg=args.cfg, seed=args.seed, progress=progress
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tag = "_".join(f"{k}-{module.classes[k][v]}" for k, v in chosen.items()) or "unconditional"
@@ -70,7 +79,9 @@ def _print_report(report: dict) -> None:
         table.add_row(row, *(f"{report[row].get(m, float('nan')):.4g}" for m in metrics))
     console.print(table)
     s = report["sampling"]
-    console.print(f"{s['samples']} samples, {s['sampler']} {s['steps']} steps, cfg {s['cfg']}, {s['seconds']} s")
+    console.print(
+        f"{s['samples']} samples, {s['sampler']} {s['steps']} steps, cfg {s['cfg']}, {s['seconds']} s"
+    )
 
 
 def _eval(args: argparse.Namespace) -> None:
@@ -78,7 +89,9 @@ def _eval(args: argparse.Namespace) -> None:
     from mmdit.module import DiffusionModule
 
     module = DiffusionModule.from_weights(args.weights)
-    report = evaluate(module, steps=args.steps, method=args.sampler, cfg=args.cfg, show_progress=not args.json)
+    report = evaluate(
+        module, steps=args.steps, method=args.sampler, cfg=args.cfg, show_progress=not args.json
+    )
     if args.json:
         print(json.dumps(report))
     else:

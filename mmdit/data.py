@@ -13,7 +13,9 @@ def data_stream(recipe: DictConfig) -> str:
     """The stream the dataset's media feed: `data.stream`, or the recipe's first stream."""
     stream = recipe.data.stream or next(iter(recipe.streams))
     if stream not in recipe.streams:
-        raise KeyError(f"data.stream {stream!r} is not a stream of this recipe; streams: {list(recipe.streams)}")
+        raise KeyError(
+            f"data.stream {stream!r} is not a stream of this recipe; streams: {list(recipe.streams)}"
+        )
     return stream
 
 

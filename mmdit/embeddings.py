@@ -1,4 +1,4 @@
-"""Conditioning embeddings: diffusion time, class labels and pooled vectors, each mapped to the model width."""
+"""Conditioning embeddings: diffusion time, class labels and pooled vectors, each mapped to the width."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ class LabelEmbedder(nn.Module):
 
 
 class PooledEmbedder(nn.Module):
-    """[B, dim] pooled vector (e.g. a text encoder's pooled output) -> [B, width]. The null vector is zeros."""
+    """[B, dim] pooled vector (e.g. a text encoder's pooled output) -> [B, width]. Null vector: zeros."""
 
     def __init__(self, dim: int, width: int):
         super().__init__()

@@ -29,7 +29,9 @@ def evaluate(
     source = dict(source) if hasattr(source, "keys") else source
     train, heldout = adapter.dataset(source, "train"), adapter.dataset(source, "heldout")
     n = len(heldout)
-    wanted = {k: torch.tensor([heldout[i]["labels"][k] for i in range(n)]) for k in module.model.label_embedders}
+    wanted = {
+        k: torch.tensor([heldout[i]["labels"][k] for i in range(n)]) for k in module.model.label_embedders
+    }
     start = time.perf_counter()
     chunks = []
     with Progress(disable=not show_progress, transient=True) as progress:
@@ -37,7 +39,9 @@ def evaluate(
         for begin in range(0, n, batch_size):
             end = min(n, begin + batch_size)
             labels = {k: v[begin:end] for k, v in wanted.items()}
-            media = module.generate(end - begin, labels, steps=steps, method=method, cfg=cfg, seed=seed + begin)
+            media = module.generate(
+                end - begin, labels, steps=steps, method=method, cfg=cfg, seed=seed + begin
+            )
             chunks.append(media[module.stream].cpu())
             progress.advance(task, end - begin)
     generated = torch.cat(chunks)

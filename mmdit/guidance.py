@@ -36,7 +36,10 @@ def guided_velocity(
     guided = scale != 1.0 and bool(labels or pooled)
     if guided:
         layouts = {s: _twice(tok) for s, tok in layouts.items()}
-        labels = {k: torch.cat([v, null]) for (k, v), null in zip(labels.items(), null_labels(model, labels).values(), strict=True)}
+        labels = {
+            k: torch.cat([v, null])
+            for (k, v), null in zip(labels.items(), null_labels(model, labels).values(), strict=True)
+        }
         pooled = {k: torch.cat([v, torch.zeros_like(v)]) for k, v in pooled.items()}
 
     def velocity(x: State, t: Tensor) -> State:

@@ -4,7 +4,9 @@ strategy, clipping, accumulation, EMA and checkpoints; this class only says what
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,16 @@ def model_sizes(model: DictConfig) -> dict[str, Any]:
     return sizes
 
 
+def learning_rate_factor(step: int, warmup: int, decay: str, total: int) -> float:
+    """Multiplier of the base learning rate at optimizer step `step`: linear warm-up over `warmup` steps, then
+    constant, or a cosine decay that reaches 0 at step `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if decay == "constant":
+        return 1.0
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / (total - warmup))))
+
+
 class DiffusionModule(L.LightningModule):
     """recipe: a checked recipe (DictConfig or its plain-dict form); classes: {label: [class names]} of the
     training data, which size the label tables and let users ask for classes by name."""
@@ -50,13 +62,16 @@ class DiffusionModule(L.LightningModule):
         self.stream = data_stream(recipe)
         missing = [k for k in recipe.conditioning.labels if k not in classes]
         if missing:
-            raise KeyError(f"conditioning.labels {missing} are not labels of the data; it has {list(classes)}")
+            raise KeyError(
+                f"conditioning.labels {missing} are not labels of the data; it has {list(classes)}"
+            )
         self.model = MMDiT(
             [adapter.stream(name) for name, adapter in self.adapters.items()],
             labels={k: len(classes[k]) for k in recipe.conditioning.labels},
             **model_sizes(recipe.model),
         )
         self.flow = RectifiedFlow(**recipe.objective)
+        sampler(recipe.sample.sampler)  # an unknown sampler fails now, not at the first preview
 
     # training ------------------------------------------------------------------------------------------
 
@@ -108,9 +123,19 @@ class DiffusionModule(L.LightningModule):
     def configure_optimizers(self):
         opt = self.recipe.optimizer
         params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=opt.lr, betas=tuple(opt.betas), weight_decay=opt.weight_decay)
-        warmup = max(1, opt.warmup_steps)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        optimizer = torch.optim.AdamW(
+            params, lr=opt.lr, betas=tuple(opt.betas), weight_decay=opt.weight_decay
+        )
+        if opt.decay not in ("constant", "cosine"):
+            raise ValueError(f"optimizer.decay must be constant or cosine, got {opt.decay!r}")
+        if opt.decay == "cosine" and self.trainer.max_steps <= opt.warmup_steps:
+            raise ValueError("optimizer.decay=cosine needs trainer.max_steps larger than optimizer.warmup_steps")
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            partial(
+                learning_rate_factor, warmup=opt.warmup_steps, decay=opt.decay, total=self.trainer.max_steps
+            ),
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     # sampling ------------------------------------------------------------------------------------------
@@ -148,7 +173,9 @@ class DiffusionModule(L.LightningModule):
         was_training = self.training
         self.eval()
         layouts = {s: a.layout(n, **spec).to(self.device) for s, a in self.adapters.items()}
-        full = {k: torch.full((n,), self.model.label_embedders[k].null_index) for k in self.model.label_embedders}
+        full = {
+            k: torch.full((n,), self.model.label_embedders[k].null_index) for k in self.model.label_embedders
+        }
         full.update(labels or {})
         full = {k: v.to(self.device) for k, v in full.items()}
         generator = torch.Generator().manual_seed(seed)

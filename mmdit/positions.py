@@ -26,7 +26,9 @@ def rope_angles(pos: Tensor, axes_dim: Sequence[int], theta: float = 10000.0) ->
     Returns [B, N, head_dim / 2]: the angle of each channel pair, axis by axis.
     """
     if pos.shape[-1] != len(axes_dim):
-        raise ValueError(f"positions have {pos.shape[-1]} axes but axes_dim {list(axes_dim)} has {len(axes_dim)}")
+        raise ValueError(
+            f"positions have {pos.shape[-1]} axes but axes_dim {list(axes_dim)} has {len(axes_dim)}"
+        )
     angles = []
     for axis, dim in enumerate(axes_dim):
         freqs = theta ** (-torch.arange(0, dim, 2, device=pos.device, dtype=torch.float64) / dim)

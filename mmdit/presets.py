@@ -16,7 +16,9 @@ DIT = {
 PRESETS: dict[str, dict] = {
     # DiT: one stream, single blocks only.
     **{
-        f"DiT-{size}/{patch}": dict(joint_depth=0, single_depth=d["depth"], width=d["width"], heads=d["heads"], patch_size=patch)
+        f"DiT-{size}/{patch}": dict(
+            joint_depth=0, single_depth=d["depth"], width=d["width"], heads=d["heads"], patch_size=patch
+        )
         for size, d in DIT.items()
         for patch in (2, 4, 8)
     },

@@ -7,6 +7,7 @@ its valid siblings. `trainer` passes straight to `lightning.Trainer`, so its key
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,7 @@ class OptimizerConfig:
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     warmup_steps: int = 0
+    decay: str = "constant"  # after warm-up: "constant", or "cosine" down to 0 at trainer.max_steps
 
 
 @dataclass
@@ -122,21 +124,27 @@ def _valid_keys(schema: Any, full_key: str) -> list[str]:
     return list(node.keys()) if isinstance(node, DictConfig) else []
 
 
-def load_recipe(name_or_path: str, overrides: list[str] = ()) -> DictConfig:
-    """Read a recipe (bundled name or YAML path), apply `key=value` overrides, and check every key.
-
-    Returns a read-only DictConfig with the schema's defaults filled in."""
+def load_recipe(source: str | Path | Mapping[str, Any], overrides: Sequence[str] = ()) -> DictConfig:
+    """Read a recipe (a bundled name, a YAML path, or a dict written in Python), apply `key=value`
+    overrides, and check every key. Returns a read-only DictConfig with the schema's defaults filled in."""
     schema = OmegaConf.structured(Recipe)
-    path = recipe_path(name_or_path)
+    if isinstance(source, Mapping):
+        path, content = "recipe", OmegaConf.create(dict(source))
+    else:
+        path = recipe_path(str(source))
+        content = OmegaConf.load(path)
     for bad in (o for o in overrides if "=" not in o):
         raise ValueError(f"override {bad!r} is not key=value")
     try:
-        recipe = OmegaConf.merge(schema, OmegaConf.load(path), OmegaConf.from_dotlist(list(overrides)))
+        recipe = OmegaConf.merge(schema, content, OmegaConf.from_dotlist(list(overrides)))
     except (ConfigKeyError, ConfigAttributeError) as err:
         key = err.full_key or str(err)
-        raise KeyError(f"{path}: unknown recipe key {key!r}; valid here: {_valid_keys(schema, key)}") from None
+        raise KeyError(
+            f"{path}: unknown recipe key {key!r}; valid here: {_valid_keys(schema, key)}"
+        ) from None
     except ValidationError as err:
-        raise ValueError(f"{path}: bad value for {err.full_key!r}: {err.msg}") from None
+        reason = str(err.msg).splitlines()[0]
+        raise ValueError(f"{path}: bad value for {err.full_key!r}: {reason}") from None
     missing = sorted(OmegaConf.missing_keys(recipe))
     if missing:
         raise KeyError(f"{path}: recipe needs {missing}")

@@ -47,4 +47,3 @@ def sampler(name: str) -> Callable[..., State]:
     if name not in SAMPLERS:
         raise KeyError(f"unknown sampler {name!r}; known: {', '.join(SAMPLERS)}")
     return SAMPLERS[name]
-

@@ -28,9 +28,8 @@ class Tokens:
         if self.pos.ndim != 3 or self.pos.shape[:2] != (batch, length):
             raise ValueError(f"Tokens.pos must be [B={batch}, N={length}, A], got {tuple(self.pos.shape)}")
         if self.mask.shape != (batch, length) or self.mask.dtype != torch.bool:
-            raise ValueError(
-                f"Tokens.mask must be bool [B={batch}, N={length}], got {self.mask.dtype} {tuple(self.mask.shape)}"
-            )
+            got = f"{self.mask.dtype} {tuple(self.mask.shape)}"
+            raise ValueError(f"Tokens.mask must be bool [B={batch}, N={length}], got {got}")
 
     @property
     def batch_size(self) -> int:

@@ -7,13 +7,14 @@ from datetime import datetime
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from mmdit.callbacks import LossCurve, SampleGrid
 from mmdit.data import MediaDataModule, data_stream
+from mmdit.ema import EMA
 from mmdit.evaluate import evaluate
 from mmdit.export import export_weights
 from mmdit.module import DiffusionModule
@@ -61,11 +62,13 @@ def fit(recipe: DictConfig, resume: str | None = None) -> Path:
         LossCurve(run_dir),
     ]
     if recipe.ema.enabled:
-        callbacks.append(EMAWeightAveraging(decay=recipe.ema.decay))
+        callbacks.append(EMA(recipe.ema.decay))
     trainer_args = OmegaConf.to_container(recipe.trainer)
     if trainer_args.get("enable_progress_bar") is False:
         callbacks.pop(0)
-    trainer = L.Trainer(default_root_dir=run_dir, callbacks=callbacks, logger=loggers(run_dir), **trainer_args)
+    trainer = L.Trainer(
+        default_root_dir=run_dir, callbacks=callbacks, logger=loggers(run_dir), **trainer_args
+    )
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     if trainer.is_global_zero:
         finish(module.cpu(), run_dir)

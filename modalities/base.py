@@ -59,7 +59,7 @@ class ModalityAdapter(ABC):
         """Write one item (as `decode` returns it, without the batch axis) to a file; returns the path."""
 
     @abstractmethod
-    def preview(self, media: Tensor, path: str | Path, titles: list[str] | None = None) -> Path:
+    def preview(self, media: Tensor, path: str | Path) -> Path:
         """A PNG a person can look at for a batch of items (a grid, spectrograms, renders)."""
 
     @abstractmethod

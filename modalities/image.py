@@ -12,7 +12,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from matplotlib.figure import Figure
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -123,15 +122,12 @@ class ImageAdapter(ModalityAdapter):
         _to_pil(item).save(path, format="PNG")
         return path
 
-    def preview(self, media: Tensor, path: str | Path, titles: list[str] | None = None) -> Path:
+    def preview(self, media: Tensor, path: str | Path) -> Path:
         """media [B, C, H, W] in [0, 1] -> a PNG grid of ceil(sqrt(B)) columns; cells are upscaled
-        (nearest) to at least 64 px. With `titles` (one per image) the grid is drawn with matplotlib."""
+        (nearest) to at least 64 px."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        if titles is None:
-            _to_pil(_grid(media.detach().float().cpu())).save(path, format="PNG")
-        else:
-            _titled_grid(media.detach().float().cpu(), titles, path)
+        _to_pil(_grid(media.detach().float().cpu())).save(path, format="PNG")
         return path
 
     def dataset(self, source: str | Mapping[str, Any], split: str) -> Dataset:
@@ -230,28 +226,3 @@ def _grid(media: Tensor) -> Tensor:
     cells = F.pad(cells, (pad, 0, pad, 0), value=1.0)
     grid = rearrange(cells, "(r k) c h w -> c (r h) (k w)", r=rows, k=cols)
     return F.pad(grid, (0, pad, 0, pad), value=1.0)
-
-
-def _titled_grid(media: Tensor, titles: list[str], path: Path) -> None:
-    """The same grid as `_grid`, drawn with matplotlib so each image carries its title."""
-    if len(titles) != len(media):
-        raise ValueError(f"preview got {len(titles)} titles for {len(media)} images")
-    cols = math.ceil(math.sqrt(len(media)))
-    rows = math.ceil(len(media) / cols)
-    figure = Figure(figsize=(1.6 * cols, 1.8 * rows), dpi=100)
-    axes = figure.subplots(rows, cols, squeeze=False)
-    for ax in axes.flat:
-        ax.set_axis_off()
-    for ax, image, title in zip(axes.flat, media, titles, strict=False):
-        pixels = rearrange(image.clamp(0, 1), "c h w -> h w c").numpy()
-        grey = pixels.shape[-1] == 1
-        ax.imshow(
-            pixels[:, :, 0] if grey else pixels,
-            cmap="gray" if grey else None,
-            vmin=0,
-            vmax=1,
-            interpolation="nearest",
-        )
-        ax.set_title(title, fontsize=9)
-    figure.tight_layout()
-    figure.savefig(path, format="png")

@@ -1,0 +1,102 @@
+"""The Lightning module on its own: training steps, precision, guidance and the errors a run can hit."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import lightning as L
+import pytest
+import torch
+
+from mmdit.data import MediaDataModule
+from mmdit.guidance import guided_velocity
+from mmdit.module import DiffusionModule, learning_rate_factor
+from mmdit.recipe import load_recipe
+from modalities import build_adapter
+
+TINY = ["model.width=32", "model.heads=2", "model.single_depth=1", "data.batch_size=32"]
+
+
+def build(*overrides: str) -> tuple[MediaDataModule, DiffusionModule]:
+    recipe = load_recipe("image-digits", [*TINY, *overrides])
+    data = MediaDataModule(recipe, build_adapter("image", **recipe.streams.image.options))
+    return data, DiffusionModule(recipe, data.classes)
+
+
+def trainer(steps: int, **kwargs) -> L.Trainer:
+    return L.Trainer(
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize("precision", ["32", "bf16-mixed"])
+def test_training_lowers_the_loss(precision):
+    torch.manual_seed(0)
+    data, module = build("optimizer.lr=3e-3", "optimizer.warmup_steps=5")
+    batch = next(iter(data.train_dataloader()))
+    generator = torch.Generator().manual_seed(0)
+    before = module.diffusion_loss(batch, drop=0.0, generator=generator)["image"].item()
+    trainer(60, precision=precision).fit(module, datamodule=data)
+    generator = torch.Generator().manual_seed(0)
+    after = module.diffusion_loss(batch, drop=0.0, generator=generator)["image"].item()
+    assert after < 0.8 * before
+
+
+def test_label_dropout_uses_the_null_class():
+    _, module = build()
+    batch = {"labels": {"digit": torch.arange(10).repeat(100)}}
+    labels = module._labels(batch, drop=0.3)["digit"]
+    dropped = (labels == 10).float().mean().item()
+    assert 0.25 < dropped < 0.35
+    kept = labels != 10
+    assert torch.equal(labels[kept], batch["labels"]["digit"][kept])
+
+
+def test_guidance_scale_one_is_the_conditional_model_and_zero_the_unconditional():
+    _, module = build()
+    for p in module.model.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    layout = {"image": module.adapters["image"].layout(3)}
+    x = {"image": torch.randn(3, 16, 4)}
+    t, labels = torch.full((3,), 0.5), {"digit": torch.tensor([1, 2, 3])}
+    null = {"digit": torch.full((3,), 10)}
+    conditional = module.model({"image": layout["image"].with_x(x["image"])}, t, labels)["image"]
+    unconditional = module.model({"image": layout["image"].with_x(x["image"])}, t, null)["image"]
+    torch.testing.assert_close(guided_velocity(module.model, layout, labels, scale=1.0)(x, t)["image"], conditional)
+    torch.testing.assert_close(guided_velocity(module.model, layout, labels, scale=0.0)(x, t)["image"], unconditional)
+    guided = guided_velocity(module.model, layout, labels, scale=3.0)(x, t)["image"]
+    torch.testing.assert_close(guided, unconditional + 3.0 * (conditional - unconditional))
+
+
+def test_a_nan_loss_stops_with_a_message():
+    data, module = build()
+    batch = next(iter(data.train_dataloader()))
+    batch["media"][0, 0, 0, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match="loss is not finite at step 0"):
+        module.training_step(batch, 0)
+
+
+def test_unknown_label_key_is_named():
+    recipe = load_recipe("image-digits", [*TINY, "conditioning.labels=[colour]"])
+    with pytest.raises(KeyError, match="colour"):
+        DiffusionModule(recipe, {"digit": [str(i) for i in range(10)]})
+
+
+def test_class_index_by_name_or_index():
+    _, module = build()
+    assert module.class_index("digit", "7") == 7 and module.class_index("digit", 3) == 3
+    with pytest.raises(KeyError, match="no class 'x'"):
+        module.class_index("digit", "x")
+
+
+def test_learning_rate_warms_up_then_follows_a_cosine_to_zero():
+    factor = partial(learning_rate_factor, warmup=10, decay="cosine", total=110)
+    assert [factor(s) for s in (0, 4, 9)] == [0.1, 0.5, 1.0]
+    assert factor(10) == 1.0 and factor(60) == pytest.approx(0.5) and factor(110) == pytest.approx(0.0)
+    assert learning_rate_factor(500, warmup=10, decay="constant", total=110) == 1.0
