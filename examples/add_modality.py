@@ -155,21 +155,27 @@ def _scores(curves: Tensor, cycles: np.ndarray) -> dict[str, float]:
 def main(argv: list[str]) -> None:
     """Train the curves recipe (about 30 s on a CPU), print eval.json, draw 8 samples of each class."""
     run_dirs = [a for a in argv if not a.startswith("--") and "=" not in a]
-    recipe = load_recipe({
-        "name": "curves-example",
-        "run_dir": run_dirs[0] if run_dirs else "runs/curves-example",
-        "streams": {"curve": {"modality": "curves", "options": {"length": 32, "patch_size": 4}}},
-        "data": {"source": "sines", "batch_size": 64},
-        "conditioning": {"labels": ["cycles"]},
-        "model": {"width": 64, "heads": 4, "joint_depth": 0, "single_depth": 3},
-        "optimizer": {"lr": 2e-3, "warmup_steps": 30},
-        "ema": {"decay": 0.99},  # a few hundred steps: average over about the last hundred
-        "sample": {"steps": 20, "sampler": "heun", "cfg": 2.0, "grid": 12},
-        "trainer": {
-            "max_steps": 600, "val_check_interval": 200, "check_val_every_n_epoch": None,
-            "log_every_n_steps": 5, "enable_progress_bar": "--progress" in argv,
+    recipe = load_recipe(
+        {
+            "name": "curves-example",
+            "run_dir": run_dirs[0] if run_dirs else "runs/curves-example",
+            "streams": {"curve": {"modality": "curves", "options": {"length": 32, "patch_size": 4}}},
+            "data": {"source": "sines", "batch_size": 64},
+            "conditioning": {"labels": ["cycles"]},
+            "model": {"width": 64, "heads": 4, "joint_depth": 0, "single_depth": 3},
+            "optimizer": {"lr": 2e-3, "warmup_steps": 30},
+            "ema": {"decay": 0.99},  # a few hundred steps: average over about the last hundred
+            "sample": {"steps": 20, "sampler": "heun", "cfg": 2.0, "grid": 12},
+            "trainer": {
+                "max_steps": 600,
+                "val_check_interval": 200,
+                "check_val_every_n_epoch": None,
+                "log_every_n_steps": 5,
+                "enable_progress_bar": "--progress" in argv,
+            },
         },
-    }, overrides=[a for a in argv if "=" in a])
+        overrides=[a for a in argv if "=" in a],
+    )
     run_dir = fit(recipe)
     print(json.dumps(json.loads((run_dir / "eval.json").read_text()), indent=2))
 

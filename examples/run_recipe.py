@@ -1,6 +1,6 @@
 """Run a bundled recipe from Python with `key=value` overrides, then sample from the weights it exported.
 
-    python examples/run_recipe.py [MAX_STEPS]    # default 500: a quick look (minutes on a CPU)
+python examples/run_recipe.py [MAX_STEPS]    # default 500: a quick look (minutes on a CPU)
 """
 
 import json

@@ -129,7 +129,9 @@ class DiffusionModule(L.LightningModule):
         if opt.decay not in ("constant", "cosine"):
             raise ValueError(f"optimizer.decay must be constant or cosine, got {opt.decay!r}")
         if opt.decay == "cosine" and self.trainer.max_steps <= opt.warmup_steps:
-            raise ValueError("optimizer.decay=cosine needs trainer.max_steps larger than optimizer.warmup_steps")
+            raise ValueError(
+                "optimizer.decay=cosine needs trainer.max_steps larger than optimizer.warmup_steps"
+            )
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer,
             partial(

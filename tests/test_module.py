@@ -68,8 +68,12 @@ def test_guidance_scale_one_is_the_conditional_model_and_zero_the_unconditional(
     null = {"digit": torch.full((3,), 10)}
     conditional = module.model({"image": layout["image"].with_x(x["image"])}, t, labels)["image"]
     unconditional = module.model({"image": layout["image"].with_x(x["image"])}, t, null)["image"]
-    torch.testing.assert_close(guided_velocity(module.model, layout, labels, scale=1.0)(x, t)["image"], conditional)
-    torch.testing.assert_close(guided_velocity(module.model, layout, labels, scale=0.0)(x, t)["image"], unconditional)
+    torch.testing.assert_close(
+        guided_velocity(module.model, layout, labels, scale=1.0)(x, t)["image"], conditional
+    )
+    torch.testing.assert_close(
+        guided_velocity(module.model, layout, labels, scale=0.0)(x, t)["image"], unconditional
+    )
     guided = guided_velocity(module.model, layout, labels, scale=3.0)(x, t)["image"]
     torch.testing.assert_close(guided, unconditional + 3.0 * (conditional - unconditional))
 

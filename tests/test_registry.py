@@ -138,21 +138,27 @@ class _Losses(L.Callback):
 @pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no `val_dataloader`")
 def test_a_registered_toy_adapter_trains(example, one_thread):
     """Installs nothing: the example's adapter, a recipe written as a dict, and Lightning's loop."""
-    recipe = load_recipe({
-        "name": "curves-test",
-        "streams": {"curve": {"modality": "curves", "options": {"length": 32, "patch_size": 4}}},
-        "data": {"source": "sines", "batch_size": 64},
-        "conditioning": {"labels": ["cycles"]},
-        "model": {"width": 64, "heads": 4, "single_depth": 2},
-        "optimizer": {"lr": 2e-3, "warmup_steps": 10},
-    })
+    recipe = load_recipe(
+        {
+            "name": "curves-test",
+            "streams": {"curve": {"modality": "curves", "options": {"length": 32, "patch_size": 4}}},
+            "data": {"source": "sines", "batch_size": 64},
+            "conditioning": {"labels": ["cycles"]},
+            "model": {"width": 64, "heads": 4, "single_depth": 2},
+            "optimizer": {"lr": 2e-3, "warmup_steps": 10},
+        }
+    )
     L.seed_everything(0)
     train = example.CurveAdapter().dataset("sines", "train")
     module = DiffusionModule(recipe, train.classes)
     losses = _Losses()
     trainer = L.Trainer(
-        max_steps=100, callbacks=[losses], enable_progress_bar=False, enable_model_summary=False,
-        logger=False, enable_checkpointing=False,
+        max_steps=100,
+        callbacks=[losses],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger=False,
+        enable_checkpointing=False,
     )
     loader = torch.utils.data.DataLoader(train, batch_size=64, shuffle=True, drop_last=True)
     trainer.fit(module, train_dataloaders=loader)
