@@ -19,6 +19,12 @@ def data_stream(recipe: DictConfig) -> str:
     return stream
 
 
+def data_source(recipe: DictConfig) -> str | dict:
+    """`data.source` as the adapters take it: a dataset name, or a plain dict such as {"folder": PATH}."""
+    source = recipe.data.source
+    return OmegaConf.to_container(source) if isinstance(source, DictConfig) else source
+
+
 class MediaDataModule(L.LightningDataModule):
     """Train and held-out splits of `recipe.data.source`, read by the data stream's adapter.
 
@@ -27,8 +33,7 @@ class MediaDataModule(L.LightningDataModule):
 
     def __init__(self, recipe: DictConfig, adapter: ModalityAdapter):
         super().__init__()
-        source = recipe.data.source
-        source = OmegaConf.to_container(source) if isinstance(source, DictConfig) else source
+        source = data_source(recipe)
         self.batch_size, self.num_workers = recipe.data.batch_size, recipe.data.num_workers
         self.train = adapter.dataset(source, "train")
         self.heldout = adapter.dataset(source, "heldout")

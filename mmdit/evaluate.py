@@ -9,8 +9,11 @@ from typing import Any
 import torch
 from rich.progress import Progress
 
+from mmdit.data import data_source
 from mmdit.module import DiffusionModule
 from modalities.base import ModalityAdapter
+
+BATCH = 500  # samples generated per model batch (x2 with guidance)
 
 
 def evaluate(
@@ -19,14 +22,11 @@ def evaluate(
     steps: int | None = None,
     method: str | None = None,
     cfg: float | None = None,
-    batch_size: int = 500,
-    seed: int = 0,
     show_progress: bool = True,
 ) -> dict[str, Any]:
     """Returns {"recipe", "generated": {metric: value}, "reference": {metric: value}, "sampling": {...}}."""
     adapter: ModalityAdapter = module.adapters[module.stream]
-    source = module.recipe.data.source
-    source = dict(source) if hasattr(source, "keys") else source
+    source = data_source(module.recipe)
     train, heldout = adapter.dataset(source, "train"), adapter.dataset(source, "heldout")
     n = len(heldout)
     wanted = {
@@ -36,12 +36,10 @@ def evaluate(
     chunks = []
     with Progress(disable=not show_progress, transient=True) as progress:
         task = progress.add_task(f"generating {n} samples", total=n)
-        for begin in range(0, n, batch_size):
-            end = min(n, begin + batch_size)
+        for begin in range(0, n, BATCH):
+            end = min(n, begin + BATCH)
             labels = {k: v[begin:end] for k, v in wanted.items()}
-            media = module.generate(
-                end - begin, labels, steps=steps, method=method, cfg=cfg, seed=seed + begin
-            )
+            media = module.generate(end - begin, labels, steps=steps, method=method, cfg=cfg, seed=begin)
             chunks.append(media[module.stream].cpu())
             progress.advance(task, end - begin)
     generated = torch.cat(chunks)

@@ -110,8 +110,6 @@ class DiffusionModule(L.LightningModule):
                 "trainer.gradient_clip_val, or check the data for NaN values"
             )
         self.log("train/loss", loss, prog_bar=True)
-        if len(losses) > 1:
-            self.log_dict({f"train/loss_{s}": v for s, v in losses.items()})
         return loss
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime
 from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from mmdit.callbacks import LossCurve, SampleGrid
@@ -23,9 +23,12 @@ from modalities import build_adapter
 
 
 def run_directory(recipe: DictConfig) -> Path:
+    """`run_dir`, or runs/<name>/<timestamp>. Lightning's DDP launcher starts the other ranks as new
+    processes that inherit the environment, so the timestamp travels there and every rank uses one folder."""
     if recipe.run_dir:
         return Path(recipe.run_dir)
-    return Path("runs") / recipe.name / datetime.now().strftime("%Y%m%d-%H%M%S")
+    stamp = os.environ.setdefault("MMDIT_RUN_STAMP", datetime.now().strftime("%Y%m%d-%H%M%S"))
+    return Path("runs") / recipe.name / stamp
 
 
 def loggers(run_dir: Path) -> list[Logger]:
@@ -56,7 +59,6 @@ def fit(recipe: DictConfig, resume: str | None = None) -> Path:
     (run_dir / "recipe.yaml").write_text(to_yaml(recipe))
     datamodule, module = build(recipe)
     callbacks = [
-        RichProgressBar(),
         ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor="val/loss", save_top_k=1, save_last=True),
         SampleGrid(run_dir, recipe.sample.grid),
         LossCurve(run_dir),
@@ -64,8 +66,8 @@ def fit(recipe: DictConfig, resume: str | None = None) -> Path:
     if recipe.ema.enabled:
         callbacks.append(EMA(recipe.ema.decay))
     trainer_args = OmegaConf.to_container(recipe.trainer)
-    if trainer_args.get("enable_progress_bar") is False:
-        callbacks.pop(0)
+    if trainer_args.get("enable_progress_bar", True):
+        callbacks.append(RichProgressBar())
     trainer = L.Trainer(
         default_root_dir=run_dir, callbacks=callbacks, logger=loggers(run_dir), **trainer_args
     )
@@ -75,7 +77,6 @@ def fit(recipe: DictConfig, resume: str | None = None) -> Path:
     return run_dir
 
 
-@rank_zero_only
 def finish(module: DiffusionModule, run_dir: Path) -> None:
     """After training (EMA weights now in the model): export, draw the final grid, evaluate."""
     export_weights(module, run_dir / "weights.safetensors")

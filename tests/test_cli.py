@@ -81,6 +81,14 @@ def test_export_checkpoint_carries_the_ema_weights(run_dir, tmp_path):
     )
 
 
+def test_resume_continues_from_the_checkpoint_step(run_dir, tmp_path):
+    checkpoint = str(run_dir / "checkpoints" / "last.ckpt")
+    overrides = [*TINY, "trainer.max_steps=30", f"run_dir={tmp_path}"]
+    assert main(["fit", "image-digits", *overrides, "--resume", checkpoint]) == 0
+    steps = [line.split(",")[1] for line in (tmp_path / "logs" / "metrics.csv").read_text().splitlines()[1:]]
+    assert min(map(int, steps)) >= 24 and (tmp_path / "weights.safetensors").is_file()
+
+
 def test_sample_writes_pngs_of_the_requested_class(run_dir, tmp_path):
     out = tmp_path / "sevens"
     args = ["sample", str(run_dir / "weights.safetensors"), "--n", "4", "--label", "7", "--out", str(out)]
@@ -124,12 +132,14 @@ def test_unknown_class_lists_the_valid_ones(run_dir, capsys):
 
 
 def test_ddp_fit_on_two_cpu_processes(tmp_path):
-    """Two processes, gloo, through the real command (Lightning's DDP launcher re-runs it per rank)."""
+    """Two processes, gloo, through the real command (Lightning's DDP launcher re-runs it per rank). With
+    no run_dir, both ranks must agree on the timestamped run directory."""
     args = [*TINY, "trainer.max_steps=6", "trainer.val_check_interval=6", "trainer.accelerator=cpu"]
-    args += ["trainer.devices=2", "trainer.strategy=ddp", f"run_dir={tmp_path}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args += ["trainer.devices=2", "trainer.strategy=ddp"]
+    env = {k: v for k, v in os.environ.items() if k != "MMDIT_RUN_STAMP"} | {"OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "mmdit.cli", "fit", "image-digits", *args]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "GLOBAL_RANK: 1" in done.stderr + done.stdout
-    assert (tmp_path / "weights.safetensors").is_file() and (tmp_path / "eval.json").is_file()
+    [run_dir] = (tmp_path / "runs" / "image-digits").iterdir()
+    assert (run_dir / "weights.safetensors").is_file() and (run_dir / "eval.json").is_file()
