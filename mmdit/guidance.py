@@ -1,5 +1,5 @@
 """Classifier-free guidance: v = v_uncond + scale * (v_cond - v_uncond), with the unconditional branch made
-by the null label (index num_classes) and zero pooled vectors, the same inputs condition dropout trains on."""
+by the null label (index num_classes), the input that condition dropout trains on."""
 
 from __future__ import annotations
 
@@ -25,28 +25,23 @@ def _twice(tokens: Tokens) -> Tokens:
 def guided_velocity(
     model: MMDiT,
     layouts: Mapping[str, Tokens],
-    labels: Mapping[str, Tensor] | None = None,
-    pooled: Mapping[str, Tensor] | None = None,
+    labels: Mapping[str, Tensor],
     scale: float = 1.0,
 ) -> Velocity:
-    """A velocity function for the samplers. layouts give each stream's positions and mask; labels [B] and
-    pooled [B, dim] condition the generation. With scale == 1 (or nothing to guide by) one model call per
-    evaluation; otherwise the conditional and unconditional halves run as one batch of 2B."""
-    labels, pooled = dict(labels or {}), dict(pooled or {})
-    guided = scale != 1.0 and bool(labels or pooled)
+    """A velocity function for the samplers. layouts give each stream's positions and mask; labels [B]
+    condition the generation. With scale == 1 (or no labels) one model call per evaluation; otherwise the
+    conditional and unconditional halves run as one batch of 2B."""
+    guided = scale != 1.0 and bool(labels)
     if guided:
         layouts = {s: _twice(tok) for s, tok in layouts.items()}
-        labels = {
-            k: torch.cat([v, null])
-            for (k, v), null in zip(labels.items(), null_labels(model, labels).values(), strict=True)
-        }
-        pooled = {k: torch.cat([v, torch.zeros_like(v)]) for k, v in pooled.items()}
+        nulls = null_labels(model, labels)
+        labels = {k: torch.cat([v, nulls[k]]) for k, v in labels.items()}
 
     def velocity(x: State, t: Tensor) -> State:
         if not guided:
-            return model({s: layouts[s].with_x(v) for s, v in x.items()}, t, labels, pooled)
+            return model({s: layouts[s].with_x(v) for s, v in x.items()}, t, labels)
         streams = {s: layouts[s].with_x(v.repeat(2, 1, 1)) for s, v in x.items()}
-        out = model(streams, t.repeat(2), labels, pooled)
+        out = model(streams, t.repeat(2), labels)
         return {s: u + scale * (c - u) for s, (c, u) in ((s, v.chunk(2)) for s, v in out.items())}
 
     return velocity

@@ -104,3 +104,14 @@ def test_learning_rate_warms_up_then_follows_a_cosine_to_zero():
     assert [factor(s) for s in (0, 4, 9)] == [0.1, 0.5, 1.0]
     assert factor(10) == 1.0 and factor(60) == pytest.approx(0.5) and factor(110) == pytest.approx(0.0)
     assert learning_rate_factor(500, warmup=10, decay="constant", total=110) == 1.0
+
+
+def test_a_model_preset_sizes_the_backbone_and_recipe_keys_override_it():
+    sizes = ["model.joint_depth=null", "model.single_depth=null", "model.width=null", "model.heads=null"]
+    _, module = build(*sizes, "model.preset=MMDiT-tiny")
+    model = module.model
+    assert (len(model.joint_blocks), len(model.single_blocks), model.width) == (2, 2, 128)
+    _, module = build(*sizes, "model.preset=MMDiT-tiny", "model.width=64")
+    assert module.model.width == 64
+    with pytest.raises(KeyError, match="MMDiT-tiny"):
+        build("model.preset=MMDiT-huge")
