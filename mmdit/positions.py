@@ -10,7 +10,8 @@ from torch import Tensor, nn
 
 def split_head_dim(head_dim: int, axes: int) -> list[int]:
     """Channels of each head given to each rotary axis: equal even shares, the remainder to the first axis
-    (for video this gives t the larger share unless a recipe says otherwise)."""
+    (64 over three axes gives [24, 20, 20]; CogVideoX and Open-Sora give h and w the larger shares, which a
+    per-stream split will allow when the video stream needs it)."""
     if head_dim % 2:
         raise ValueError(f"rotary embeddings need an even head dimension, got {head_dim}")
     share = (head_dim // axes) // 2 * 2
