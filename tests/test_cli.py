@@ -143,3 +143,20 @@ def test_ddp_fit_on_two_cpu_processes(tmp_path):
     assert "GLOBAL_RANK: 1" in done.stderr + done.stdout
     [run_dir] = (tmp_path / "runs" / "image-digits").iterdir()
     assert (run_dir / "weights.safetensors").is_file() and (run_dir / "eval.json").is_file()
+
+
+def test_fit_on_a_folder_of_the_users_images(tmp_path):
+    """README's "train on your own images": class sub-folders of RGB files, resized to the recipe's size."""
+    rng = torch.Generator().manual_seed(0)
+    for name, colour in (("red", 0), ("blue", 2)):
+        (tmp_path / "images" / name).mkdir(parents=True)
+        for i in range(24):
+            pixels = torch.rand(12, 12, 3, generator=rng) * 60
+            pixels[..., colour] += 180
+            Image.fromarray(pixels.byte().numpy()).save(tmp_path / "images" / name / f"{i}.png")
+    overrides = [*TINY, f"data.source.folder={tmp_path / 'images'}", "streams.image.options.channels=3"]
+    overrides += ["conditioning.labels=[class]", "data.batch_size=16", f"run_dir={tmp_path / 'run'}"]
+    assert main(["fit", "image-digits", *overrides]) == 0
+    report = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert report["reference"]["samples"] == 5  # 10% of 48 files, held out
+    assert Image.open(tmp_path / "run" / "samples.png").mode == "RGB"
