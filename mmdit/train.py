@@ -54,10 +54,10 @@ def fit(recipe: DictConfig, resume: str | None = None) -> Path:
     """Train `recipe`; returns the run directory, which holds recipe.yaml, checkpoints/, logs/, samples/,
     samples.png, loss.png, weights.safetensors (EMA) and eval.json."""
     L.seed_everything(recipe.seed, workers=True)
+    datamodule, module = build(recipe)  # before the run directory: a recipe that cannot build leaves none
     run_dir = run_directory(recipe)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "recipe.yaml").write_text(to_yaml(recipe))
-    datamodule, module = build(recipe)
     callbacks = [
         ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor="val/loss", save_top_k=1, save_last=True),
         SampleGrid(run_dir, recipe.sample.grid),
