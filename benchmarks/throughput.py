@@ -1,5 +1,6 @@
-"""Training throughput of the MMDiT core on this machine: forward + backward + AdamW step, in samples/s and
-tokens/s, for the digits model and DiT-S/2 at 32×32×4 (DiT's latent shape at 256 px).
+"""Training throughput of the MMDiT core on this machine: forward + backward + AdamW step, in samples/s,
+tokens/s and achieved GFLOP/s (6 x the MACs of `mmdit.flops`), for the digits model and DiT-S/2 at 32×32×4
+(DiT's latent shape at 256 px).
 
     python benchmarks/throughput.py [--steps 10] [--threads N]
 
@@ -14,6 +15,7 @@ import time
 import torch
 
 from mmdit.backbone import MMDiT, StreamSpec
+from mmdit.flops import training_flops
 from mmdit.presets import preset
 from mmdit.tokens import Tokens
 
@@ -43,10 +45,11 @@ def measure(name: str, model: MMDiT, tokens: Tokens, classes: int, steps: int) -
         torch.cuda.synchronize()
     seconds = (time.perf_counter() - start) / steps
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    flops = batch * training_flops(model, {"image": tokens.length}) / seconds
     print(
         f"{name:28s} {params / 1e6:7.2f} M params  batch {batch:4d} x {tokens.length:4d} tokens  "
         f"{seconds * 1000:8.1f} ms/step  {batch / seconds:8.1f} samples/s  "
-        f"{batch * tokens.length / seconds:10.0f} tokens/s"
+        f"{batch * tokens.length / seconds:10.0f} tokens/s  {flops / 1e9:7.1f} GFLOP/s"
     )
 
 
