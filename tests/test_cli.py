@@ -99,10 +99,13 @@ def test_sample_writes_pngs_of_the_requested_class(run_dir, tmp_path):
     assert (out / "image_digit-7_grid.png").is_file()
 
 
-def test_eval_json_prints_one_object(run_dir, capsys):
-    assert main(["eval", str(run_dir / "weights.safetensors"), "--json", "--steps", "2"]) == 0
+def test_eval_json_prints_the_figures_of_eval_json(run_dir, capsys):
+    assert main(["eval", str(run_dir / "weights.safetensors"), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["sampling"]["steps"] == 2 and 0 <= report["generated"]["accuracy"] <= 1
+    written = json.loads((run_dir / "eval.json").read_text())
+    assert report["generated"] == written["generated"] and report["reference"] == written["reference"]
+    assert main(["eval", str(run_dir / "weights.safetensors"), "--json", "--steps", "3"]) == 0
+    assert json.loads(capsys.readouterr().out)["sampling"]["steps"] == 3
 
 
 def test_recipes_lists_the_bundled_ones(capsys):
