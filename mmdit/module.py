@@ -24,7 +24,6 @@ from mmdit.guidance import guided_velocity, null_labels
 from mmdit.presets import preset
 from mmdit.recipe import from_yaml
 from mmdit.samplers import sampler
-from mmdit.tokens import Tokens
 from modalities import build_adapter
 
 
@@ -161,18 +160,17 @@ class DiffusionModule(L.LightningModule):
         cfg: float | None = None,
         seed: int = 0,
         progress: Callable = iter,
-        **spec: Any,
     ) -> dict[str, Tensor]:
         """Sample n items per stream: {stream: media [n, ...]} as the adapters decode them.
 
         labels: {key: [n] class indices}; omitted keys are sampled unconditionally (null class).
-        steps / method / cfg default to the recipe's `sample` section; spec (e.g. size) goes to layout."""
+        steps / method / cfg default to the recipe's `sample` section; sizes are the adapters' defaults."""
         settings = self.recipe.sample
         steps, method = steps or settings.steps, method or settings.sampler
         cfg = settings.cfg if cfg is None else cfg
         was_training = self.training
         self.eval()
-        layouts = {s: a.layout(n, **spec).to(self.device) for s, a in self.adapters.items()}
+        layouts = {s: a.layout(n).to(self.device) for s, a in self.adapters.items()}
         full = {
             k: torch.full((n,), self.model.label_embedders[k].null_index) for k in self.model.label_embedders
         }
@@ -183,7 +181,7 @@ class DiffusionModule(L.LightningModule):
         velocity = guided_velocity(self.model, layouts, full, scale=cfg)
         x = sampler(method)(velocity, noise, self.flow.schedule(steps, self.device), progress)
         self.train(was_training)
-        return {s: self.adapters[s].decode(Tokens(x[s], tok.pos, tok.mask)) for s, tok in layouts.items()}
+        return {s: self.adapters[s].decode(tok.with_x(x[s])) for s, tok in layouts.items()}
 
     # weights -------------------------------------------------------------------------------------------
 
