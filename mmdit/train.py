@@ -23,12 +23,14 @@ from modalities import build_adapter
 
 
 def run_directory(recipe: DictConfig) -> Path:
-    """`run_dir`, or runs/<name>/<timestamp>. Lightning's DDP launcher starts the other ranks as new
-    processes that inherit the environment, so the timestamp travels there and every rank uses one folder."""
+    """`run_dir`, or runs/<name>/<timestamp>. Lightning's DDP launcher starts ranks 1.. as new processes
+    with LOCAL_RANK set and rank 0's environment, so they reuse rank 0's timestamp and every rank writes to
+    one folder; rank 0 itself (LOCAL_RANK unset, or 0 after a first launch) takes a new one for each run."""
     if recipe.run_dir:
         return Path(recipe.run_dir)
-    stamp = os.environ.setdefault("MMDIT_RUN_STAMP", datetime.now().strftime("%Y%m%d-%H%M%S"))
-    return Path("runs") / recipe.name / stamp
+    if os.environ.get("LOCAL_RANK", "0") == "0" or "MMDIT_RUN_STAMP" not in os.environ:
+        os.environ["MMDIT_RUN_STAMP"] = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / recipe.name / os.environ["MMDIT_RUN_STAMP"]
 
 
 def loggers(run_dir: Path) -> list[Logger]:

@@ -163,3 +163,16 @@ def test_fit_on_a_folder_of_the_users_images(tmp_path):
     report = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert report["reference"]["samples"] == 5  # 10% of 48 files, held out
     assert Image.open(tmp_path / "run" / "samples.png").mode == "RGB"
+
+
+def test_only_launched_ranks_reuse_the_run_stamp(monkeypatch):
+    from mmdit.recipe import load_recipe
+    from mmdit.train import run_directory
+
+    recipe = load_recipe("image-digits")
+    monkeypatch.setenv("MMDIT_RUN_STAMP", "earlier-run")
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert run_directory(recipe).name != "earlier-run"  # a second fit in one process gets its own folder
+    monkeypatch.setenv("MMDIT_RUN_STAMP", "rank-zero-run")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert run_directory(recipe) == Path("runs/image-digits/rank-zero-run")
