@@ -58,6 +58,9 @@ class MMDiT(nn.Module):
     Conditioning: each stream's timestep embedding plus the sum of the label and pooled-vector embeddings
     makes that stream's adaLN vector [B, width]. Sequence conditioning (text, another modality) is simply
     another stream.
+
+    `time_frequency_shift` and `mlp_norm_eps` exist for diffusers' DiT port, which differs from the original
+    DiT in both (see `mmdit.convert.dit`); the defaults are DiT's and SD3's.
     """
 
     def __init__(
@@ -72,6 +75,8 @@ class MMDiT(nn.Module):
         labels: Mapping[str, int] | None = None,
         pooled: Mapping[str, int] | None = None,
         rope_theta: float = 10000.0,
+        time_frequency_shift: float = 0.0,
+        mlp_norm_eps: float = 1e-6,
     ):
         super().__init__()
         if not streams:
@@ -88,17 +93,17 @@ class MMDiT(nn.Module):
         self.pos_tables = nn.ModuleDict(
             {s.name: SinCosTable(s.grid, width) for s in streams if s.positions == "sincos"}
         )
-        self.t_embedder = TimestepEmbedder(width)
+        self.t_embedder = TimestepEmbedder(width, frequency_shift=time_frequency_shift)
         self.label_embedders = nn.ModuleDict({k: LabelEmbedder(n, width) for k, n in (labels or {}).items()})
         self.pooled_embedders = nn.ModuleDict(
             {k: PooledEmbedder(d, width) for k, d in (pooled or {}).items()}
         )
         names = list(self.specs)
         self.joint_blocks = nn.ModuleList(
-            JointBlock(names, width, heads, mlp_ratio, qk_norm) for _ in range(joint_depth)
+            JointBlock(names, width, heads, mlp_ratio, qk_norm, mlp_norm_eps) for _ in range(joint_depth)
         )
         self.single_blocks = nn.ModuleList(
-            SingleBlock(width, heads, mlp_ratio, qk_norm) for _ in range(single_depth)
+            SingleBlock(width, heads, mlp_ratio, qk_norm, mlp_norm_eps) for _ in range(single_depth)
         )
         self.outputs = nn.ModuleDict(
             {s.name: FinalLayer(width, s.out_features or s.features) for s in streams}

@@ -24,8 +24,8 @@ def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     return x * (1 + scale) + shift
 
 
-def layer_norm(width: int) -> nn.LayerNorm:
-    return nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+def layer_norm(width: int, eps: float = 1e-6) -> nn.LayerNorm:
+    return nn.LayerNorm(width, elementwise_affine=False, eps=eps)
 
 
 class Mlp(nn.Module):
@@ -41,9 +41,10 @@ class Mlp(nn.Module):
 
 class StreamWeights(nn.Module):
     """The weights a stream owns inside a block. `modulation` is zero-initialised (adaLN-Zero), so the block
-    starts as the identity."""
+    starts as the identity. `mlp_norm_eps` is 1e-6 as in DiT and SD3; diffusers' DiT port uses 1e-5 there.
+    """
 
-    def __init__(self, width: int, heads: int, mlp_ratio: float, qk_norm: bool):
+    def __init__(self, width: int, heads: int, mlp_ratio: float, qk_norm: bool, mlp_norm_eps: float = 1e-6):
         super().__init__()
         if width % heads:
             raise ValueError(f"width {width} is not divisible by {heads} heads")
@@ -55,7 +56,7 @@ class StreamWeights(nn.Module):
         self.q_norm = nn.RMSNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
         self.k_norm = nn.RMSNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
         self.proj = nn.Linear(width, width)
-        self.norm2 = layer_norm(width)
+        self.norm2 = layer_norm(width, mlp_norm_eps)
         self.mlp = Mlp(width, int(width * mlp_ratio))
 
     def modulations(self, conds: list[Tensor], lengths: list[int]) -> Modulation:
@@ -82,9 +83,19 @@ class StreamWeights(nn.Module):
 class JointBlock(nn.Module):
     """Per-stream weights, one attention over all streams' tokens (concatenated in stream order)."""
 
-    def __init__(self, streams: list[str], width: int, heads: int, mlp_ratio: float, qk_norm: bool):
+    def __init__(
+        self,
+        streams: list[str],
+        width: int,
+        heads: int,
+        mlp_ratio: float,
+        qk_norm: bool,
+        mlp_norm_eps: float = 1e-6,
+    ):
         super().__init__()
-        self.streams = nn.ModuleDict({s: StreamWeights(width, heads, mlp_ratio, qk_norm) for s in streams})
+        self.streams = nn.ModuleDict(
+            {s: StreamWeights(width, heads, mlp_ratio, qk_norm, mlp_norm_eps) for s in streams}
+        )
 
     def forward(
         self,
@@ -107,9 +118,9 @@ class JointBlock(nn.Module):
 class SingleBlock(nn.Module):
     """One set of weights over the concatenated sequence; each token modulated by its own stream's vector."""
 
-    def __init__(self, width: int, heads: int, mlp_ratio: float, qk_norm: bool):
+    def __init__(self, width: int, heads: int, mlp_ratio: float, qk_norm: bool, mlp_norm_eps: float = 1e-6):
         super().__init__()
-        self.weights = StreamWeights(width, heads, mlp_ratio, qk_norm)
+        self.weights = StreamWeights(width, heads, mlp_ratio, qk_norm, mlp_norm_eps)
 
     def forward(
         self,

@@ -1,4 +1,4 @@
-"""The `mmdit` command: fit, sample, eval, export, recipes."""
+"""The `mmdit` command: fit, sample, eval, export, convert, recipes."""
 
 from __future__ import annotations
 
@@ -104,6 +104,12 @@ def _export(args: argparse.Namespace) -> None:
     console.print(f"wrote [bold]{export_checkpoint(args.checkpoint, args.out)}[/]")
 
 
+def _convert(args: argparse.Namespace) -> None:
+    from mmdit.convert import convert
+
+    console.print(f"wrote [bold]{convert(args.kind, args.source, args.out, heads=args.heads)}[/]")
+
+
 def _recipes(args: argparse.Namespace) -> None:
     from mmdit.recipe import available
 
@@ -124,7 +130,11 @@ def parser() -> argparse.ArgumentParser:
     def sampling_options(cmd: argparse.ArgumentParser) -> None:
         cmd.add_argument("weights", help="a .safetensors export or a Lightning .ckpt")
         cmd.add_argument("--steps", type=int, help="sampling steps (default: the recipe's)")
-        cmd.add_argument("--sampler", choices=["euler", "heun"], help="ODE solver (default: the recipe's)")
+        cmd.add_argument(
+            "--sampler",
+            choices=["euler", "heun", "ddpm", "ddim"],
+            help="euler / heun (flow) or ddpm / ddim (Gaussian); default: the recipe's",
+        )
         cmd.add_argument("--cfg", type=float, help="classifier-free guidance scale (default: the recipe's)")
 
     sample = sub.add_parser("sample", help="draw samples into files")
@@ -144,6 +154,13 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("checkpoint")
     export.add_argument("out")
     export.set_defaults(run=_export)
+
+    conv = sub.add_parser("convert", help="a DiT or SD3 checkpoint -> mmdit .safetensors")
+    conv.add_argument("kind", choices=["dit", "sd3"])
+    conv.add_argument("source", help="a checkpoint file or a diffusers model folder")
+    conv.add_argument("out", help="the .safetensors to write")
+    conv.add_argument("--heads", type=int, help="attention heads, for a DiT whose width is not a preset's")
+    conv.set_defaults(run=_convert)
 
     recipes = sub.add_parser("recipes", help="list the bundled recipes")
     recipes.set_defaults(run=_recipes)

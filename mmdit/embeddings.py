@@ -12,10 +12,18 @@ TIME_SCALE = 1000.0
 give the same embedding and DiT / SD3 checkpoints see the inputs they were trained with."""
 
 
-def timestep_features(t: Tensor, dim: int = 256, max_period: float = 10000.0) -> Tensor:
-    """t: [B] in [0, 1] -> [B, dim] sinusoidal features of t * 1000, cos first then sin (DiT's order)."""
+def timestep_features(
+    t: Tensor, dim: int = 256, max_period: float = 10000.0, frequency_shift: float = 0.0
+) -> Tensor:
+    """t: [B] in [0, 1] -> [B, dim] sinusoidal features of t * 1000, cos first then sin (DiT's order).
+
+    Frequencies are max_period^(-i / (dim/2 - frequency_shift)): DiT and SD3 use shift 0; diffusers'
+    DiTTransformer2DModel uses 1, so its converted checkpoints need it to compute the same function."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    # The order of operations is DiT's and diffusers': at t * 1000 near 1000, float32 rounding of the
+    # frequencies shows in the features, so a different order would not compute the same function.
+    steps = torch.arange(half, dtype=torch.float32, device=t.device)
+    freqs = torch.exp(-math.log(max_period) * steps / (half - frequency_shift))
     args = (t.float() * TIME_SCALE)[:, None] * freqs[None]
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
@@ -27,13 +35,13 @@ def _mlp(in_dim: int, width: int) -> nn.Sequential:
 class TimestepEmbedder(nn.Module):
     """[B] times in [0, 1] -> [B, width]."""
 
-    def __init__(self, width: int, frequency_dim: int = 256):
+    def __init__(self, width: int, frequency_dim: int = 256, frequency_shift: float = 0.0):
         super().__init__()
-        self.frequency_dim = frequency_dim
+        self.frequency_dim, self.frequency_shift = frequency_dim, frequency_shift
         self.mlp = _mlp(frequency_dim, width)
 
     def forward(self, t: Tensor) -> Tensor:
-        return self.mlp(timestep_features(t, self.frequency_dim))
+        return self.mlp(timestep_features(t, self.frequency_dim, frequency_shift=self.frequency_shift))
 
 
 class LabelEmbedder(nn.Module):

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from mmdit.tokens import masked_mean
+
 
 def shift_time(t: Tensor, shift: float) -> Tensor:
     """SD3's resolution shift t' = s t / (1 + (s - 1) t): s > 1 spends more time near noise, which larger
@@ -60,9 +62,7 @@ class RectifiedFlow:
     @staticmethod
     def loss(prediction: Tensor, target: Tensor, mask: Tensor) -> Tensor:
         """Mean squared error over real tokens only. prediction, target: [B, N, F]; mask: [B, N] bool."""
-        weight = mask.to(prediction.dtype)[..., None]
-        squared = (prediction.float() - target.float()) ** 2 * weight
-        return squared.sum() / (weight.sum() * prediction.shape[-1]).clamp_min(1)
+        return masked_mean((prediction.float() - target.float()) ** 2, mask)
 
     def schedule(self, steps: int, device: torch.device | str = "cpu") -> Tensor:
         """[steps + 1] times from 1 (noise) down to 0 (data), shifted like the training times."""

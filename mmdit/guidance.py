@@ -1,5 +1,6 @@
-"""Classifier-free guidance: v = v_uncond + scale * (v_cond - v_uncond), with the unconditional branch made
-by the null label (index num_classes), the input that condition dropout trains on."""
+"""Classifier-free guidance: out = out_uncond + scale * (out_cond - out_uncond), with the unconditional branch
+made by the null label (index num_classes), the input that condition dropout trains on. The output is a
+velocity (rectified flow) or an ε / v / x0 prediction (Gaussian diffusion)."""
 
 from __future__ import annotations
 
@@ -22,15 +23,19 @@ def _twice(tokens: Tokens) -> Tokens:
     return Tokens(tokens.x.repeat(2, 1, 1), tokens.pos.repeat(2, 1, 1), tokens.mask.repeat(2, 1))
 
 
-def guided_velocity(
+def guided_prediction(
     model: MMDiT,
     layouts: Mapping[str, Tokens],
     labels: Mapping[str, Tensor],
     scale: float = 1.0,
+    guided_features: Mapping[str, Tensor] | None = None,
 ) -> Velocity:
-    """A velocity function for the samplers. layouts give each stream's positions and mask; labels [B]
-    condition the generation. With scale == 1 (or no labels) one model call per evaluation; otherwise the
-    conditional and unconditional halves run as one batch of 2B."""
+    """A model function {stream: x [B, N, F]}, t [B] -> {stream: output [B, N, F_out]} for the samplers.
+
+    layouts give each stream's positions and mask; labels [B] condition the generation. With scale == 1 (or
+    no labels) one model call per evaluation; otherwise the conditional and unconditional halves run as one
+    batch of 2B. guided_features: {stream: [F_out] bool}, the output features guidance applies to (the rest
+    keep the conditional output: a learned variance, or DiT's unguided fourth latent channel); default all."""
     guided = scale != 1.0 and bool(labels)
     if guided:
         layouts = {s: _twice(tok) for s, tok in layouts.items()}
@@ -42,6 +47,12 @@ def guided_velocity(
             return model({s: layouts[s].with_x(v) for s, v in x.items()}, t, labels)
         streams = {s: layouts[s].with_x(v.repeat(2, 1, 1)) for s, v in x.items()}
         out = model(streams, t.repeat(2), labels)
-        return {s: u + scale * (c - u) for s, (c, u) in ((s, v.chunk(2)) for s, v in out.items())}
+        mixed = {}
+        for s, both in out.items():
+            cond, uncond = both.chunk(2)
+            mixed[s] = uncond + scale * (cond - uncond)
+            if guided_features is not None and s in guided_features:
+                mixed[s] = torch.where(guided_features[s].to(cond.device), mixed[s], cond)
+        return mixed
 
     return velocity

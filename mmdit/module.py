@@ -1,11 +1,13 @@
-"""The LightningModule: adapters + MMDiT + rectified flow. Lightning owns the loop, precision, devices,
-strategy, clipping, accumulation, EMA and checkpoints; this class only says what one step computes."""
+"""The LightningModule: adapters + MMDiT + rectified flow (or Gaussian diffusion). Lightning owns the loop,
+precision, devices, strategy, clipping, accumulation, EMA and checkpoints; this class only says what one step
+computes."""
 
 from __future__ import annotations
 
 import json
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -19,11 +21,13 @@ from torch import Tensor
 
 from mmdit.backbone import MMDiT
 from mmdit.data import data_stream
-from mmdit.flow import RectifiedFlow
-from mmdit.guidance import guided_velocity, null_labels
+from mmdit.gaussian import GaussianDiffusion
+from mmdit.guidance import guided_prediction, null_labels
+from mmdit.objective import build_objective, check_sampler
 from mmdit.presets import preset
 from mmdit.recipe import from_yaml
 from mmdit.samplers import sampler
+from mmdit.tokens import masked_mean
 from modalities import build_adapter
 
 
@@ -64,13 +68,16 @@ class DiffusionModule(L.LightningModule):
             raise KeyError(
                 f"conditioning.labels {missing} are not labels of the data; it has {list(classes)}"
             )
+        self.objective = build_objective(recipe.objective)
+        check_sampler(recipe.objective.type, recipe.sample.sampler)  # fails now, not at the first preview
+        specs = [adapter.stream(name) for name, adapter in self.adapters.items()]
+        if getattr(self.objective, "learn_sigma", False):
+            specs = [replace(s, out_features=2 * s.features) for s in specs]
         self.model = MMDiT(
-            [adapter.stream(name) for name, adapter in self.adapters.items()],
+            specs,
             labels={k: len(classes[k]) for k in recipe.conditioning.labels},
             **model_sizes(recipe.model),
         )
-        self.flow = RectifiedFlow(**recipe.objective)
-        sampler(recipe.sample.sampler)  # an unknown sampler fails now, not at the first preview
 
     # training ------------------------------------------------------------------------------------------
 
@@ -85,19 +92,37 @@ class DiffusionModule(L.LightningModule):
         return {k: torch.where(dropped, nulls[k], v) for k, v in labels.items()}
 
     def diffusion_loss(self, batch: Mapping[str, Any], drop: float, generator=None) -> dict[str, Tensor]:
-        """{stream: loss} for one batch: noise every stream to a shared time t, predict the velocity."""
+        """{stream: loss} for one batch: noise every stream to a shared time, predict the velocity (flow) or
+        the ε / v / x0 target plus the variational bound of a learned variance (Gaussian)."""
         tokens = {self.stream: self.adapters[self.stream].encode(batch["media"])}
         batch_size = tokens[self.stream].batch_size
         # A seeded generator (validation) draws on the CPU so that its numbers do not depend on the device.
         draw_on = "cpu" if generator is not None else self.device
-        t = self.flow.sample_time(batch_size, draw_on, generator).to(self.device)
-        noised, targets = {}, {}
-        for s, tok in tokens.items():
-            noise = torch.randn(tok.x.shape, generator=generator, device=draw_on).to(tok.x)
-            noised[s] = tok.with_x(self.flow.add_noise(tok.x, noise, t))
-            targets[s] = self.flow.target(tok.x, noise)
-        predictions = self.model(noised, t, self._labels(batch, drop))
-        return {s: self.flow.loss(predictions[s], targets[s], tokens[s].mask) for s in tokens}
+        noise = {
+            s: torch.randn(tok.x.shape, generator=generator, device=draw_on).to(tok.x)
+            for s, tok in tokens.items()
+        }
+        labels = self._labels(batch, drop)
+        if isinstance(self.objective, GaussianDiffusion):
+            k = self.objective.sample_steps(batch_size, draw_on, generator).to(self.device)
+            noised = {s: self.objective.q_sample(tok.x, noise[s], k) for s, tok in tokens.items()}
+            out = self.model(
+                {s: tok.with_x(noised[s]) for s, tok in tokens.items()}, self.objective.model_time(k), labels
+            )
+            return {
+                s: sum(
+                    masked_mean(term, tok.mask)
+                    for term in self.objective.losses(out[s], tok.x, noised[s], noise[s], k).values()
+                )
+                for s, tok in tokens.items()
+            }
+        flow = self.objective
+        t = flow.sample_time(batch_size, draw_on, generator).to(self.device)
+        noised = {s: tok.with_x(flow.add_noise(tok.x, noise[s], t)) for s, tok in tokens.items()}
+        predictions = self.model(noised, t, labels)
+        return {
+            s: flow.loss(predictions[s], flow.target(tok.x, noise[s]), tok.mask) for s, tok in tokens.items()
+        }
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
         losses = self.diffusion_loss(batch, self.recipe.conditioning.dropout)
@@ -176,12 +201,35 @@ class DiffusionModule(L.LightningModule):
         }
         full.update(labels or {})
         full = {k: v.to(self.device) for k, v in full.items()}
+        check_sampler(self.recipe.objective.type, method)
         generator = torch.Generator().manual_seed(seed)
         noise = {s: torch.randn(tok.x.shape, generator=generator).to(tok.x) for s, tok in layouts.items()}
-        velocity = guided_velocity(self.model, layouts, full, scale=cfg)
-        x = sampler(method)(velocity, noise, self.flow.schedule(steps, self.device), progress)
+        predict = guided_prediction(
+            self.model, layouts, full, scale=cfg, guided_features=self._guided_features()
+        )
+        if isinstance(self.objective, GaussianDiffusion):
+            x = self.objective.respace(steps).sample(predict, noise, method, progress, generator)
+        else:
+            x = sampler(method)(predict, noise, self.objective.schedule(steps, self.device), progress)
         self.train(was_training)
         return {s: self.adapters[s].decode(tok.with_x(x[s])) for s, tok in layouts.items()}
+
+    def _guided_features(self) -> dict[str, Tensor]:
+        """{stream: [F_out] bool}: the output features classifier-free guidance mixes. A learned variance is
+        never guided; `sample.guided_channels: C` guides only the first C channels of each patch (features
+        are laid out channel-fastest), as DiT's released sampling guided 3 of its 4 latent channels."""
+        guided, channels = {}, self.recipe.sample.guided_channels
+        for name, spec in self.model.specs.items():
+            mask = torch.arange(spec.out_features or spec.features) < spec.features
+            if channels is not None:
+                per_patch = getattr(self.adapters[name], "channels", None)
+                if per_patch is None:
+                    raise ValueError(
+                        f"sample.guided_channels needs a stream with channels; {name!r} has none"
+                    )
+                mask &= torch.arange(len(mask)) % per_patch < channels
+            guided[name] = mask
+        return guided
 
     # weights -------------------------------------------------------------------------------------------
 
@@ -198,6 +246,11 @@ class DiffusionModule(L.LightningModule):
             raise ValueError(f"{path}: expected a .safetensors export or a Lightning .ckpt")
         with safe_open(path, "pt") as f:
             meta = f.metadata() or {}
+        if "backbone" in meta and "recipe" not in meta:
+            raise ValueError(
+                f"{path} is a converted backbone without a recipe (SD3 needs text-encoder streams mmdit does "
+                "not ship); load it with mmdit.convert.load_backbone"
+            )
         if "recipe" not in meta or "classes" not in meta:
             raise ValueError(f"{path}: no mmdit recipe in its metadata; was it written by `mmdit export`?")
         module = cls(from_yaml(meta["recipe"]), json.loads(meta["classes"]))

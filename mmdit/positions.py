@@ -57,7 +57,8 @@ class SinCosTable(nn.Module):
 
     The first half of the channels encodes w and the second half h, as in DiT's table, so converted
     checkpoints see the embeddings they were trained with. The table is a frozen parameter, counted in
-    parameter totals as DiT counts it.
+    parameter totals as DiT counts it. A grid smaller than the table reads its centre (SD3's
+    `pos_embed_max_size` cropping), so one table serves every image size up to its extent.
     """
 
     def __init__(self, grid: tuple[int, int], dim: int):
@@ -70,8 +71,12 @@ class SinCosTable(nn.Module):
         self.table = nn.Parameter(table.float(), requires_grad=False)
 
     def forward(self, pos: Tensor) -> Tensor:
-        """pos: [B, N, 2] integer-valued (h, w) -> [B, N, dim]."""
+        """pos: [B, N, 2] integer-valued (h, w), a grid starting at (0, 0) -> [B, N, dim]."""
         index = pos.long()
-        if index.min() < 0 or (index[..., 0].max() >= self.grid[0]) or (index[..., 1].max() >= self.grid[1]):
-            raise ValueError(f"positions outside the sin-cos table of grid {self.grid}")
-        return self.table[index[..., 0], index[..., 1]]
+        extent = index.flatten(0, 1).amax(dim=0) + 1
+        if index.min() < 0 or extent[0] > self.grid[0] or extent[1] > self.grid[1]:
+            raise ValueError(
+                f"a grid of {tuple(extent.tolist())} tokens does not fit the sin-cos table of {self.grid}"
+            )
+        top, left = (self.grid[0] - extent[0]) // 2, (self.grid[1] - extent[1]) // 2
+        return self.table[index[..., 0] + top, index[..., 1] + left]

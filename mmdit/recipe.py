@@ -48,14 +48,22 @@ class ModelConfig:
     heads: int | None = None
     mlp_ratio: float = 4.0
     qk_norm: bool = True
+    time_frequency_shift: float = 0.0  # 1 for checkpoints converted from diffusers' DiT port
+    mlp_norm_eps: float = 1e-6  # 1e-5 for checkpoints converted from diffusers' DiT port
 
 
 @dataclass
 class ObjectiveConfig:
+    type: str = "flow"  # "flow" (rectified flow) or "gaussian" (DDPM, as DiT-family checkpoints were trained)
+    # rectified flow
     time_sampling: str = "logit_normal"
     logit_mean: float = 0.0
     logit_std: float = 1.0
     shift: float = 1.0
+    # Gaussian diffusion
+    steps: int = 1000  # training steps T (linear betas 1e-4 -> 0.02, scaled by 1000 / T)
+    prediction: str = "epsilon"  # epsilon, v or x0
+    learn_sigma: bool = False  # also predict the variance (IDDPM's learned range, hybrid loss)
 
 
 @dataclass
@@ -76,8 +84,11 @@ class EmaConfig:
 @dataclass
 class SampleConfig:
     steps: int = 50
-    sampler: str = "heun"
+    sampler: str = "heun"  # flow: euler or heun; gaussian: ddpm or ddim
     cfg: float = 1.0
+    guided_channels: int | None = (
+        None  # guide only each patch's first C channels (DiT's released sampling: 3)
+    )
     grid: int = 64  # items in the preview grid drawn at each validation
 
 

@@ -49,3 +49,9 @@ class Tokens:
 
     def to(self, device: torch.device | str) -> Tokens:
         return Tokens(self.x.to(device), self.pos.to(device), self.mask.to(device))
+
+
+def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean of values [B, N, F] over the real tokens (mask [B, N] True) and all features: a scalar."""
+    weight = mask.to(values.dtype)[..., None]
+    return (values * weight).sum() / (weight.sum() * values.shape[-1]).clamp_min(1)

@@ -5,6 +5,8 @@ Both yield `{"media": Tensor [C, H, W] float in [0, 1], "labels": {name: int}}` 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -82,42 +84,40 @@ class DigitsDataset(Dataset):
         return {"media": self.images[i], "labels": {"digit": int(self.labels[i])}}
 
 
-class ImageFolder(Dataset):
-    """Images under `root` (recursively), read lazily with pillow.
+class MediaFolder(Dataset):
+    """Files with one of `suffixes` under `root` (recursively), read lazily by `read(path) -> Tensor`.
 
-    Labels: with every image inside a first-level sub-folder, the sub-folder's name is the class
-    (`classes = {"class": sorted names}`); with every image directly in `root` there are no labels.
-    Items: media [channels, H, W] in [0, 1], resized to `size` = (H, W) when given.
+    Labels: with every file inside a first-level sub-folder, the sub-folder's name is the class
+    (`classes = {"class": sorted names}`); with every file directly in `root` there are no labels. A fixed
+    seed splits the sorted file list into train and held-out. `kind` names the media in errors ("image").
     """
 
     def __init__(
         self,
         root: str | Path,
         split: str,
-        size: tuple[int, int] | None = None,
-        channels: int = 3,
+        suffixes: tuple[str, ...],
+        read: Callable[[Path], Tensor],
+        kind: str,
         heldout_fraction: float = 0.1,
         seed: int = 0,
     ) -> None:
-        self.root = Path(root)
+        self.root, self.read = Path(root), read
         if not self.root.is_dir():
-            raise FileNotFoundError(f"image folder {self.root} does not exist")
-        pil_mode(channels)
-        self.size = None if size is None else (int(size[0]), int(size[1]))
-        self.channels = channels
+            raise FileNotFoundError(f"{kind} folder {self.root} does not exist")
         # Sorted so the fixed-seed split does not depend on the file system's listing order.
         files = sorted(
-            (p for p in self.root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+            (p for p in self.root.rglob("*") if p.is_file() and p.suffix.lower() in suffixes),
             key=lambda p: p.relative_to(self.root).as_posix(),
         )
         if not files:
-            raise FileNotFoundError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) under {self.root}")
+            raise FileNotFoundError(f"no {kind} files ({', '.join(suffixes)}) under {self.root}")
         folders = [p.relative_to(self.root).parts[0] if p.parent != self.root else None for p in files]
         if None in folders and any(folders):
             stray = files[folders.index(None)]
             raise ValueError(
-                f"{self.root} mixes images in class sub-folders with images directly in it (e.g. {stray}); "
-                "put every image in a class sub-folder, or none"
+                f"{self.root} mixes {kind} files in class sub-folders with files directly in it "
+                f"(e.g. {stray}); put every file in a class sub-folder, or none"
             )
         names = sorted({f for f in folders if f is not None})
         self.classes = {"class": names} if names else {}
@@ -129,6 +129,26 @@ class ImageFolder(Dataset):
         return len(self.files)
 
     def __getitem__(self, i: int) -> dict:
-        media = read_image(self.files[i], self.channels, self.size)
         labels = {} if self.labels[i] is None else {"class": self.labels[i]}
-        return {"media": media, "labels": labels}
+        return {"media": self.read(self.files[i]), "labels": labels}
+
+
+class ImageFolder(MediaFolder):
+    """Images under `root` read with pillow: media [channels, H, W] in [0, 1], resized to `size` = (H, W)
+    when given. Labels as `MediaFolder`."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        size: tuple[int, int] | None = None,
+        channels: int = 3,
+        heldout_fraction: float = 0.1,
+        seed: int = 0,
+    ) -> None:
+        pil_mode(channels)
+        size = None if size is None else (int(size[0]), int(size[1]))
+        super().__init__(
+            root, split, IMAGE_SUFFIXES, partial(read_image, channels=channels, size=size), "image",
+            heldout_fraction, seed,
+        )  # fmt: skip

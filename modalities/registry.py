@@ -11,7 +11,10 @@ from typing import Any
 from modalities.base import ModalityAdapter
 
 ENTRY_POINT_GROUP = "mmdit.modalities"
-_BUILTIN = {"image": "modalities.image:ImageAdapter"}
+_BUILTIN = {
+    "image": "modalities.image:ImageAdapter",
+    "latent": "modalities.latent:LatentAdapter",
+}
 _registered: dict[str, type[ModalityAdapter]] = {}
 
 

@@ -210,3 +210,26 @@ def test_sampler_registry():
     assert sampler("euler") is euler and sampler("heun") is heun
     with pytest.raises(KeyError, match="euler"):
         sampler("dpm")
+
+
+def test_euler_takes_the_steps_of_diffusers_flow_match_scheduler():
+    """Given diffusers' shifted sigmas, our Euler sampler visits the same states, and the model sees their
+    timesteps (sigma * 1000) as t * 1000. (Their default schedule differs from ours: it ends at a shifted
+    sigma_min and then jumps to 0, where ours spaces `steps` intervals evenly down to 0 before shifting.)"""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0)
+    scheduler.set_timesteps(8)
+
+    def velocity(x, t):
+        return {"x": torch.sin(3 * x["x"]) * t[:, None, None] + t[:, None, None] ** 2}
+
+    start = torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(0))
+    sample, seen = start.clone(), []
+    for timestep in scheduler.timesteps:
+        t = timestep.expand(2) / 1000
+        seen.append(t[0].item())
+        sample = scheduler.step(velocity({"x": sample}, t)["x"], timestep, sample).prev_sample
+    ours = euler(velocity, {"x": start.clone()}, scheduler.sigmas)["x"]
+    torch.testing.assert_close(ours, sample, rtol=1e-5, atol=1e-6)
+    assert seen == pytest.approx(scheduler.sigmas[:-1].tolist(), abs=1e-6)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mmdit.data import MediaDataModule
-from mmdit.guidance import guided_velocity
+from mmdit.guidance import guided_prediction
 from mmdit.module import DiffusionModule, learning_rate_factor
 from mmdit.recipe import load_recipe
 from modalities import build_adapter
@@ -69,12 +69,12 @@ def test_guidance_scale_one_is_the_conditional_model_and_zero_the_unconditional(
     conditional = module.model({"image": layout["image"].with_x(x["image"])}, t, labels)["image"]
     unconditional = module.model({"image": layout["image"].with_x(x["image"])}, t, null)["image"]
     torch.testing.assert_close(
-        guided_velocity(module.model, layout, labels, scale=1.0)(x, t)["image"], conditional
+        guided_prediction(module.model, layout, labels, scale=1.0)(x, t)["image"], conditional
     )
     torch.testing.assert_close(
-        guided_velocity(module.model, layout, labels, scale=0.0)(x, t)["image"], unconditional
+        guided_prediction(module.model, layout, labels, scale=0.0)(x, t)["image"], unconditional
     )
-    guided = guided_velocity(module.model, layout, labels, scale=3.0)(x, t)["image"]
+    guided = guided_prediction(module.model, layout, labels, scale=3.0)(x, t)["image"]
     torch.testing.assert_close(guided, unconditional + 3.0 * (conditional - unconditional))
 
 
@@ -115,3 +115,40 @@ def test_a_model_preset_sizes_the_backbone_and_recipe_keys_override_it():
     assert module.model.width == 64
     with pytest.raises(KeyError, match="MMDiT-tiny"):
         build("model.preset=MMDiT-huge")
+
+
+GAUSSIAN = ["objective.type=gaussian", "objective.learn_sigma=true", "sample.sampler=ddpm"]
+
+
+def test_gaussian_diffusion_with_learned_variance_trains_and_samples():
+    torch.manual_seed(0)
+    data, module = build(*GAUSSIAN, "optimizer.lr=3e-3", "optimizer.warmup_steps=5")
+    assert module.model.specs["image"].out_features == 2 * module.model.specs["image"].features
+    batch = next(iter(data.train_dataloader()))
+    before = module.diffusion_loss(batch, drop=0.0, generator=torch.Generator().manual_seed(0))[
+        "image"
+    ].item()
+    trainer(60).fit(module, datamodule=data)
+    after = module.diffusion_loss(batch, drop=0.0, generator=torch.Generator().manual_seed(0))["image"].item()
+    assert after < 0.8 * before
+    labels = {"digit": torch.tensor([1, 7])}
+    for method in ("ddpm", "ddim"):
+        images = module.generate(2, labels, steps=5, method=method, cfg=2.0)["image"]
+        assert images.shape == (2, 1, 8, 8) and torch.isfinite(images).all()
+    with pytest.raises(KeyError, match="does not sample a gaussian objective"):
+        module.generate(2, labels, steps=5, method="heun")
+
+
+def test_guidance_leaves_the_learned_variance_and_unguided_channels_conditional():
+    _, module = build(*GAUSSIAN, "sample.guided_channels=0")
+    torch.nn.init.normal_(module.model.outputs["image"].linear.weight)
+    features = module._guided_features()["image"]
+    assert features.shape == (8,) and not features.any()  # 0 guided channels: cfg changes nothing
+    layouts = {"image": module.adapters["image"].layout(2)}
+    x, t = {"image": torch.randn(2, 16, 4)}, torch.full((2,), 0.5)
+    labels = {"digit": torch.tensor([2, 5])}
+    plain = guided_prediction(module.model, layouts, labels, scale=1.0)(x, t)["image"]
+    guided = guided_prediction(module.model, layouts, labels, 4.0, module._guided_features())(x, t)["image"]
+    torch.testing.assert_close(guided, plain)
+    _, module = build(*GAUSSIAN)
+    assert module._guided_features()["image"].tolist() == [True] * 4 + [False] * 4
