@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
@@ -15,6 +16,17 @@ def key_padding_mask(mask: Tensor) -> Tensor | None:
     if bool(mask.all()):
         return None
     return mask[:, None, None, :]
+
+
+def attention_mask(real: Tensor, structure: Tensor | None) -> Tensor | None:
+    """The mask SDPA gets: real [B, N] token mask, structure [B, N, N] (query may see key) or None.
+
+    Returns [B, 1, 1 or N, N] bool or None. Every token sees itself, so no query row is empty (an empty row
+    would make SDPA return NaN for it, even on padding)."""
+    if structure is None:
+        return key_padding_mask(real)
+    eye = torch.eye(real.shape[1], dtype=torch.bool, device=real.device)
+    return ((structure & real[:, None, :]) | eye)[:, None]
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, angles: Tensor | None, mask: Tensor | None) -> Tensor:

@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from mmdit.attention import key_padding_mask
+from mmdit.attention import attention_mask
 from mmdit.blocks import FinalLayer, JointBlock, SingleBlock
 from mmdit.embeddings import LabelEmbedder, PooledEmbedder, TimestepEmbedder
 from mmdit.positions import SinCosTable, rope_angles, split_head_dim
@@ -32,6 +32,8 @@ class StreamSpec:
                    "none" (an unordered set, as Point-E's points).
     axes:          A, the number of coordinates per token.
     grid:          extent of the sin-cos table per axis (tokens), for positions="sincos".
+    vocab:         for a discrete stream (text): the id table's size. Ids are embedded, the prediction is
+                   logits [B, N, vocab], and `features` is 1.
     """
 
     name: str
@@ -40,8 +42,13 @@ class StreamSpec:
     positions: Positions = "rope"
     axes: int = 0
     grid: tuple[int, int] | None = None
+    vocab: int | None = None
 
     def __post_init__(self) -> None:
+        if self.vocab is not None and (self.features != 1 or self.out_features not in (None, self.vocab)):
+            raise ValueError(
+                f"stream {self.name!r}: a discrete stream has features=1 and vocab-sized outputs"
+            )
         if self.positions not in ("rope", "sincos", "none"):
             raise ValueError(
                 f"stream {self.name!r}: positions must be rope, sincos or none, got {self.positions!r}"
@@ -89,7 +96,12 @@ class MMDiT(nn.Module):
         self.rope_axes_dim = {
             s.name: split_head_dim(head_dim, s.axes) for s in streams if s.positions == "rope"
         }
-        self.inputs = nn.ModuleDict({s.name: nn.Linear(s.features, width) for s in streams})
+        self.inputs = nn.ModuleDict(
+            {
+                s.name: nn.Embedding(s.vocab, width) if s.vocab else nn.Linear(s.features, width)
+                for s in streams
+            }
+        )
         self.pos_tables = nn.ModuleDict(
             {s.name: SinCosTable(s.grid, width) for s in streams if s.positions == "sincos"}
         )
@@ -106,7 +118,7 @@ class MMDiT(nn.Module):
             SingleBlock(width, heads, mlp_ratio, qk_norm, mlp_norm_eps) for _ in range(single_depth)
         )
         self.outputs = nn.ModuleDict(
-            {s.name: FinalLayer(width, s.out_features or s.features) for s in streams}
+            {s.name: FinalLayer(width, s.vocab or s.out_features or s.features) for s in streams}
         )
         self.initialize()
 
@@ -120,6 +132,9 @@ class MMDiT(nn.Module):
                 nn.init.zeros_(module.bias)
         for embedder in self.label_embedders.values():
             nn.init.normal_(embedder.embedding.weight, std=0.02)
+        for table in self.inputs.values():
+            if isinstance(table, nn.Embedding):
+                nn.init.normal_(table.weight, std=0.02)
         for linear in (self.t_embedder.mlp[0], self.t_embedder.mlp[2]):
             nn.init.normal_(linear.weight, std=0.02)
         zeroed = [block.streams.values() for block in self.joint_blocks]
@@ -164,13 +179,17 @@ class MMDiT(nn.Module):
         t: Tensor | Mapping[str, Tensor],
         labels: Mapping[str, Tensor] | None = None,
         pooled: Mapping[str, Tensor] | None = None,
+        structure: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """Predict, for each stream given, a tensor [B, N_s, out_features_s].
+        """Predict, for each stream given, a tensor [B, N_s, out_features_s] (logits [B, N_s, vocab] for a
+        discrete stream).
 
         streams: {name: Tokens}, any subset of the model's streams (concatenated in the model's order).
         t:       [B] time in [0, 1] shared by all streams, or {name: [B]} one time per stream.
         labels:  {name: [B] long} class indices (the null index for "unconditional").
         pooled:  {name: [B, dim]} pooled vectors (zeros for "unconditional").
+        structure: [B, N, N] bool over the concatenated tokens, True where a query may see a key (causal text,
+                 roles; see `mmdit.masks`); None lets every real token see every other.
         """
         unknown = set(streams) - set(self.specs)
         if unknown:
@@ -183,6 +202,11 @@ class MMDiT(nn.Module):
         xs = {}
         for s in names:
             tokens = streams[s]
+            if tokens.discrete != (self.specs[s].vocab is not None):
+                kind = "ids" if tokens.discrete else "continuous values"
+                raise ValueError(
+                    f"stream {s!r}: tokens carry {kind}, which this model's stream does not take"
+                )
             if tokens.features != self.specs[s].features:
                 raise ValueError(
                     f"stream {s!r}: tokens have F={tokens.features}, model expects {self.specs[s].features}"
@@ -191,7 +215,7 @@ class MMDiT(nn.Module):
             if s in self.pos_tables:
                 xs[s] = xs[s] + self.pos_tables[s](tokens.pos)
         angles = self.rope(streams, names)
-        mask = key_padding_mask(torch.cat([streams[s].mask for s in names], dim=1))
+        mask = attention_mask(torch.cat([streams[s].mask for s in names], dim=1), structure)
         for block in [*self.joint_blocks, *self.single_blocks]:
             xs = block(xs, conds, angles, mask)
         return {s: self.outputs[s](xs[s], conds[s]) for s in names}

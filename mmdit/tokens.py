@@ -12,7 +12,8 @@ from torch import Tensor
 class Tokens:
     """A batch of token sequences for one stream.
 
-    x:    float [B, N, F], the values the diffusion runs on (patch pixels, mel bins, SDF cells, latents).
+    x:    float [B, N, F], the values the diffusion runs on (patch pixels, mel bins, SDF cells, latents);
+          for a discrete stream (text) integer ids [B, N], which the backbone embeds with the stream's table.
     pos:  float [B, N, A], each token's coordinates on the stream's axes (A = 0 for unordered sets).
     mask: bool  [B, N], True for real tokens, False for padding.
     """
@@ -22,7 +23,9 @@ class Tokens:
     mask: Tensor
 
     def __post_init__(self) -> None:
-        if self.x.ndim != 3:
+        if self.discrete and self.x.ndim != 2:
+            raise ValueError(f"discrete Tokens.x (ids) must be [B, N], got shape {tuple(self.x.shape)}")
+        if not self.discrete and self.x.ndim != 3:
             raise ValueError(f"Tokens.x must be [B, N, F], got shape {tuple(self.x.shape)}")
         batch, length = self.x.shape[:2]
         if self.pos.ndim != 3 or self.pos.shape[:2] != (batch, length):
@@ -41,7 +44,13 @@ class Tokens:
 
     @property
     def features(self) -> int:
-        return self.x.shape[2]
+        """F of continuous tokens; 1 for ids."""
+        return 1 if self.discrete else self.x.shape[2]
+
+    @property
+    def discrete(self) -> bool:
+        """Integer ids (text) rather than continuous values."""
+        return not torch.is_floating_point(self.x)
 
     def with_x(self, x: Tensor) -> Tokens:
         """The same positions and mask carrying new values (noised tokens, predictions)."""

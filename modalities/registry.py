@@ -14,6 +14,7 @@ ENTRY_POINT_GROUP = "mmdit.modalities"
 _BUILTIN = {
     "image": "modalities.image:ImageAdapter",
     "latent": "modalities.latent:LatentAdapter",
+    "text": "modalities.text:TextAdapter",
 }
 _registered: dict[str, type[ModalityAdapter]] = {}
 
