@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 def preview_labels(module, n: int) -> dict[str, torch.Tensor]:
     """Labels for a preview grid: item i asks for class i mod C of each label key, so each row of a
     C-wide grid reads 0, 1, ..., C-1."""
-    return {k: torch.arange(n) % len(module.classes[k]) for k in module.model.label_embedders}
+    return {k: torch.arange(n) % len(module.classes[k]) for k in module.preview_label_keys()}
 
 
 class SampleGrid(L.Callback):

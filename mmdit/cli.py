@@ -1,4 +1,4 @@
-"""The `mmdit` command: fit, sample, eval, export, convert, recipes."""
+"""The `mmdit` command: fit, sample, describe, eval, export, convert, recipes."""
 
 from __future__ import annotations
 
@@ -51,22 +51,46 @@ def _sample(args: argparse.Namespace) -> None:
     module = DiffusionModule.from_weights(args.weights)
     chosen = _parse_labels(module, args.label)
     labels = {k: torch.full((args.n,), v) for k, v in chosen.items()}
+    options = {}
+    if args.prompt is not None:
+        if not hasattr(module, "describe"):
+            raise ValueError(f"{args.weights} is not a unified (text-conditioned) model; use --label")
+        options["prompts"] = [args.prompt] * args.n
 
     def progress(steps):
         return track(steps, description=f"sampling {args.n}", console=console, transient=True)
 
-    media = module.generate(
-        args.n, labels, steps=args.steps, method=args.sampler, cfg=args.cfg, seed=args.seed, progress=progress
-    )
+    options.update(steps=args.steps, method=args.sampler, cfg=args.cfg, seed=args.seed, progress=progress)
+    media = module.generate(args.n, labels, **options)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tag = "_".join(f"{k}-{module.classes[k][v]}" for k, v in chosen.items()) or "unconditional"
+    if args.prompt is not None:
+        tag = (
+            "".join(c if c.isalnum() else "-" for c in args.prompt.lower()).strip("-")[:40] or "empty-prompt"
+        )
     for stream, items in media.items():
         adapter = module.adapters[stream]
         for i, item in enumerate(items):
             adapter.save(item, out / f"{stream}_{tag}_{i:03d}{adapter.file_suffix}")
         adapter.preview(items, out / f"{stream}_{tag}_grid.png")
     console.print(f"wrote {args.n} samples per stream and a preview grid to [bold]{out}[/]")
+
+
+def _describe(args: argparse.Namespace) -> None:
+    import torch
+
+    from mmdit.module import DiffusionModule
+
+    module = DiffusionModule.from_weights(args.weights)
+    if not hasattr(module, "describe"):
+        raise ValueError(f"{args.weights} is not a unified model: it cannot describe")
+    adapter = module.adapters[module.stream]
+    media = torch.stack([adapter.load(path) for path in args.files])
+    for path, text in zip(
+        args.files, module.describe(media, module.stream, args.temperature, args.seed), strict=True
+    ):
+        print(f"{path}\t{text}")
 
 
 def _print_report(report: dict) -> None:
@@ -141,9 +165,17 @@ def parser() -> argparse.ArgumentParser:
     sampling_options(sample)
     sample.add_argument("--n", type=int, default=16, help="how many samples")
     sample.add_argument("--label", action="append", default=[], help="CLASS or KEY=CLASS (name or index)")
+    sample.add_argument("--prompt", help="a unified model's text prompt, e.g. 'a handwritten seven'")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--out", default="samples", help="output folder")
     sample.set_defaults(run=_sample)
+
+    describe = sub.add_parser("describe", help="a unified model writes a text about each file")
+    describe.add_argument("weights", help="a unified model's .safetensors or .ckpt")
+    describe.add_argument("files", nargs="+", help="media files of the stream the model describes")
+    describe.add_argument("--temperature", type=float, default=0.0, help="0: greedy; above: sampled")
+    describe.add_argument("--seed", type=int, default=0)
+    describe.set_defaults(run=_describe)
 
     ev = sub.add_parser("eval", help="the recipe's metrics for generated and real held-out data")
     sampling_options(ev)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
+from modalities import build_adapter
 from modalities.base import ModalityAdapter
 
 
@@ -25,6 +26,23 @@ def data_source(recipe: DictConfig) -> str | dict:
     return OmegaConf.to_container(source) if isinstance(source, DictConfig) else source
 
 
+def paired(recipe: DictConfig, dataset: Dataset, split: str) -> Dataset:
+    """The data stream's dataset with the other streams' media made from its items: a unified recipe's text
+    stream captions each item's labels (items become {"media": {stream: ...}, "labels": ...})."""
+    stream = data_stream(recipe)
+    for name, spec in recipe.streams.items():
+        if name == stream or not recipe.tasks:
+            continue
+        adapter = build_adapter(spec.modality, **spec.options)
+        if not hasattr(adapter, "captioned"):
+            raise ValueError(
+                f"stream {name!r} ({spec.modality}) gets no data: in a unified recipe only text streams are "
+                f"made from the data stream {stream!r} (captions of its labels)"
+            )
+        dataset = adapter.captioned(dataset, split, stream, name)
+    return dataset
+
+
 class MediaDataModule(L.LightningDataModule):
     """Train and held-out splits of `recipe.data.source`, read by the data stream's adapter.
 
@@ -35,8 +53,8 @@ class MediaDataModule(L.LightningDataModule):
         super().__init__()
         source = data_source(recipe)
         self.batch_size, self.num_workers = recipe.data.batch_size, recipe.data.num_workers
-        self.train = adapter.dataset(source, "train")
-        self.heldout = adapter.dataset(source, "heldout")
+        self.train = paired(recipe, adapter.dataset(source, "train"), "train")
+        self.heldout = paired(recipe, adapter.dataset(source, "heldout"), "heldout")
         if len(self.train) < self.batch_size:
             raise ValueError(
                 f"data.batch_size {self.batch_size} is larger than the train split ({len(self.train)} items)"

@@ -11,9 +11,33 @@ from rich.progress import Progress
 
 from mmdit.data import data_source
 from mmdit.module import DiffusionModule
+from mmdit.unified import UnifiedModule
 from modalities.base import ModalityAdapter
+from modalities.text import TextAdapter
 
 BATCH = 500  # samples generated per model batch (x2 with guidance)
+
+
+def understanding(module: UnifiedModule, heldout, key: str, show_progress: bool) -> dict[str, float]:
+    """{"generated": share of held-out items whose greedy description names exactly their class `key`,
+    "reference": the same for their real held-out captions (what a perfect describer scores)}."""
+    text: TextAdapter = module.adapters[module.text]
+    items = [heldout[i] for i in range(len(heldout))]
+    truth = [item["labels"][key] for item in items]
+    written = []
+    with Progress(disable=not show_progress, transient=True) as progress:
+        task = progress.add_task(f"describing {len(items)} held-out items", total=len(items))
+        for begin in range(0, len(items), BATCH):
+            media = torch.stack([item["media"] for item in items[begin : begin + BATCH]])
+            written += module.describe(media, module.stream)
+            progress.advance(task, len(media))
+    captions = module.prompts_for({key: torch.tensor(truth)}, "heldout")
+
+    def named(texts: list[str]) -> float:
+        hits = [text.names_in(t, key, module.classes) == [c] for t, c in zip(texts, truth, strict=True)]
+        return sum(hits) / len(hits)
+
+    return {"generated": named(written), "reference": named(captions)}
 
 
 def evaluate(
@@ -24,14 +48,19 @@ def evaluate(
     cfg: float | None = None,
     show_progress: bool = True,
 ) -> dict[str, Any]:
-    """Returns {"recipe", "generated": {metric: value}, "reference": {metric: value}, "sampling": {...}}."""
+    """Returns {"recipe", "generated": {metric: value}, "reference": {metric: value}, "sampling": {...}}.
+
+    A unified model is judged from one checkpoint both ways: media generated from held-out phrasings of
+    the held-out items' captions, and "understanding_accuracy", the share of held-out real items whose
+    description names their class."""
     adapter: ModalityAdapter = module.adapters[module.stream]
     source = data_source(module.recipe)
     train, heldout = adapter.dataset(source, "train"), adapter.dataset(source, "heldout")
     n = len(heldout)
-    wanted = {
-        k: torch.tensor([heldout[i]["labels"][k] for i in range(n)]) for k in module.model.label_embedders
-    }
+    unified = isinstance(module, UnifiedModule)
+    keys = module.preview_label_keys()
+    wanted = {k: torch.tensor([heldout[i]["labels"][k] for i in range(n)]) for k in keys}
+    prompts = module.prompts_for(wanted, "heldout") if unified else None
     start = time.perf_counter()
     chunks = []
     with Progress(disable=not show_progress, transient=True) as progress:
@@ -39,12 +68,18 @@ def evaluate(
         for begin in range(0, n, BATCH):
             end = min(n, begin + BATCH)
             labels = {k: v[begin:end] for k, v in wanted.items()}
-            media = module.generate(end - begin, labels, steps=steps, method=method, cfg=cfg, seed=begin)
+            options = dict(steps=steps, method=method, cfg=cfg, seed=begin)
+            if unified:
+                options["prompts"] = prompts[begin:end]
+            media = module.generate(end - begin, labels, **options)
             chunks.append(media[module.stream].cpu())
             progress.advance(task, end - begin)
     generated = torch.cat(chunks)
     seconds = time.perf_counter() - start
     report = adapter.evaluate(generated, wanted, train, heldout)
+    if unified:
+        for row, value in understanding(module, heldout, keys[0], show_progress).items():
+            report[row]["understanding_accuracy"] = value
     settings = module.recipe.sample
     return {
         "recipe": module.recipe.name,

@@ -164,6 +164,10 @@ class DiffusionModule(L.LightningModule):
 
     # sampling ------------------------------------------------------------------------------------------
 
+    def preview_label_keys(self) -> list[str]:
+        """The label keys preview grids ask for, one class per column."""
+        return list(self.model.label_embedders)
+
     def class_index(self, key: str, value: str | int) -> int:
         """A class given by name ("7", "cat") or index -> its index; unknown ones list the valid names."""
         names = self.classes[key]
@@ -241,7 +245,8 @@ class DiffusionModule(L.LightningModule):
         if not path.exists():
             raise FileNotFoundError(f"weights file {path} does not exist")
         if path.suffix == ".ckpt":
-            return cls.load_from_checkpoint(path, map_location=map_location)
+            recipe = torch.load(path, map_location="cpu", weights_only=False)["hyper_parameters"]["recipe"]
+            return module_class(recipe).load_from_checkpoint(path, map_location=map_location)
         if path.suffix != ".safetensors":
             raise ValueError(f"{path}: expected a .safetensors export or a Lightning .ckpt")
         with safe_open(path, "pt") as f:
@@ -253,6 +258,16 @@ class DiffusionModule(L.LightningModule):
             )
         if "recipe" not in meta or "classes" not in meta:
             raise ValueError(f"{path}: no mmdit recipe in its metadata; was it written by `mmdit export`?")
-        module = cls(from_yaml(meta["recipe"]), json.loads(meta["classes"]))
+        recipe = from_yaml(meta["recipe"])
+        module = module_class(recipe)(recipe, json.loads(meta["classes"]))
         module.model.load_state_dict(load_file(path, device=map_location))
         return module
+
+
+def module_class(recipe: DictConfig | Mapping[str, Any]) -> type[DiffusionModule]:
+    """The LightningModule a recipe trains: a unified one when it lists tasks."""
+    if recipe.get("tasks"):
+        from mmdit.unified import UnifiedModule
+
+        return UnifiedModule
+    return DiffusionModule

@@ -40,6 +40,15 @@ class ConditioningConfig:
 
 
 @dataclass
+class TaskConfig:
+    """One task of a unified recipe: how often it is drawn and each taking-part stream's role
+    (condition, understand or generate; see mmdit.masks)."""
+
+    weight: float = 1.0
+    roles: dict[str, str] = MISSING
+
+
+@dataclass
 class ModelConfig:
     preset: str | None = None  # a name from mmdit.presets; the keys below override it
     joint_depth: int | None = None
@@ -64,6 +73,8 @@ class ObjectiveConfig:
     steps: int = 1000  # training steps T (linear betas 1e-4 -> 0.02, scaled by 1000 / T)
     prediction: str = "epsilon"  # epsilon, v or x0
     learn_sigma: bool = False  # also predict the variance (IDDPM's learned range, hybrid loss)
+    # unified recipes: loss = text losses + diffusion_weight * diffusion losses (Transfusion's λ)
+    diffusion_weight: float = 1.0
 
 
 @dataclass
@@ -101,6 +112,7 @@ class Recipe:
     streams: dict[str, StreamConfig] = MISSING
     data: DataConfig = field(default_factory=DataConfig)
     conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
+    tasks: dict[str, TaskConfig] = field(default_factory=dict)  # several: a unified recipe (mmdit.unified)
     model: ModelConfig = field(default_factory=ModelConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)

@@ -17,7 +17,7 @@ from mmdit.data import MediaDataModule, data_stream
 from mmdit.ema import EMA
 from mmdit.evaluate import evaluate
 from mmdit.export import export_weights
-from mmdit.module import DiffusionModule
+from mmdit.module import DiffusionModule, module_class
 from mmdit.recipe import to_yaml
 from modalities import build_adapter
 
@@ -49,7 +49,7 @@ def build(recipe: DictConfig) -> tuple[MediaDataModule, DiffusionModule]:
     stream = data_stream(recipe)
     spec = recipe.streams[stream]
     datamodule = MediaDataModule(recipe, build_adapter(spec.modality, **spec.options))
-    return datamodule, DiffusionModule(recipe, datamodule.classes)
+    return datamodule, module_class(recipe)(recipe, datamodule.classes)
 
 
 def fit(recipe: DictConfig, resume: str | None = None) -> Path:
