@@ -12,6 +12,7 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from mmdit.attention import attention_mask
 from mmdit.blocks import FinalLayer, JointBlock, SingleBlock
@@ -68,6 +69,10 @@ class MMDiT(nn.Module):
 
     `time_frequency_shift` and `mlp_norm_eps` exist for diffusers' DiT port, which differs from the original
     DiT in both (see `mmdit.convert.dit`); the defaults are DiT's and SD3's.
+
+    checkpointing: recompute each block's activations in the backward pass instead of keeping them (memory
+    for compute: about one extra forward). compile: `torch.compile` each block (the repeated unit, so one
+    compilation serves every block of a kind); the state dict keeps its keys.
     """
 
     def __init__(
@@ -84,6 +89,8 @@ class MMDiT(nn.Module):
         rope_theta: float = 10000.0,
         time_frequency_shift: float = 0.0,
         mlp_norm_eps: float = 1e-6,
+        checkpointing: bool = False,
+        compile: bool = False,
     ):
         super().__init__()
         if not streams:
@@ -120,7 +127,11 @@ class MMDiT(nn.Module):
         self.outputs = nn.ModuleDict(
             {s.name: FinalLayer(width, s.vocab or s.out_features or s.features) for s in streams}
         )
+        self.checkpointing = checkpointing
         self.initialize()
+        if compile:
+            for block in [*self.joint_blocks, *self.single_blocks]:
+                block.compile()
 
     def initialize(self) -> None:
         """DiT's initialisation: Xavier-uniform linears with zero bias, N(0, 0.02) embeddings, and zeros
@@ -217,7 +228,10 @@ class MMDiT(nn.Module):
         angles = self.rope(streams, names)
         mask = attention_mask(torch.cat([streams[s].mask for s in names], dim=1), structure)
         for block in [*self.joint_blocks, *self.single_blocks]:
-            xs = block(xs, conds, angles, mask)
+            if self.checkpointing and torch.is_grad_enabled():
+                xs = checkpoint(block, xs, conds, angles, mask, use_reentrant=False)
+            else:
+                xs = block(xs, conds, angles, mask)
         return {s: self.outputs[s](xs[s], conds[s]) for s in names}
 
     def rope(self, streams: Mapping[str, Tokens], names: list[str]) -> Tensor | None:

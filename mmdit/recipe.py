@@ -59,6 +59,8 @@ class ModelConfig:
     qk_norm: bool = True
     time_frequency_shift: float = 0.0  # 1 for checkpoints converted from diffusers' DiT port
     mlp_norm_eps: float = 1e-6  # 1e-5 for checkpoints converted from diffusers' DiT port
+    checkpointing: bool = False  # recompute block activations in the backward pass (memory for compute)
+    compile: bool = False  # torch.compile each transformer block
 
 
 @dataclass

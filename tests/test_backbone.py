@@ -445,3 +445,68 @@ def test_single_block_modulates_each_stream_with_its_own_vector():
     )
     only_b = block(xs, {"a": c1, "b": c2}, None, masked_a)["b"]
     assert_close(only_b, alone_b, atol=1e-5, rtol=1e-5)
+
+
+def _joint_model(**options) -> MMDiT:
+    torch.manual_seed(0)
+    model = MMDiT(
+        [StreamSpec("a", 4, positions="rope", axes=2), StreamSpec("b", 3, positions="none")],
+        width=32,
+        heads=2,
+        joint_depth=1,
+        single_depth=1,
+        labels={"y": 3},
+        **options,
+    )
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    return model
+
+
+def _joint_inputs():
+    g = torch.Generator().manual_seed(0)
+    a = Tokens(
+        torch.randn(2, 6, 4, generator=g),
+        torch.randint(0, 3, (2, 6, 2), generator=g).float(),
+        torch.ones(2, 6, dtype=torch.bool),
+    )
+    mask = torch.tensor([[True] * 5, [True, True, True, False, False]])
+    b = Tokens(torch.randn(2, 5, 3, generator=g), torch.zeros(2, 5, 0), mask)
+    return {"a": a, "b": b}, torch.tensor([0.3, 0.8]), {"y": torch.tensor([1, 3])}
+
+
+def _outputs_and_grads(model):
+    streams, t, labels = _joint_inputs()
+    out = model(streams, t, labels)
+    loss = sum(v.square().mean() for v in out.values())
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    return out, grads
+
+
+def test_activation_checkpointing_gives_the_eager_outputs_and_gradients():
+    eager_out, eager_grads = _outputs_and_grads(_joint_model())
+    out, grads = _outputs_and_grads(_joint_model(checkpointing=True))
+    for s in eager_out:
+        torch.testing.assert_close(out[s], eager_out[s], rtol=0, atol=0)
+    for g, e in zip(grads, eager_grads, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "backend",
+    ["aot_eager", pytest.param("inductor", marks=pytest.mark.slow)],  # inductor: minutes on 2 cores
+)
+def test_compiled_blocks_give_the_eager_outputs(backend):
+    """aot_eager traces the blocks as torch.compile does, and runs the traced graphs; inductor (model.compile:
+    true) also fuses and reorders float operations: agreement to 1e-5 relative, gradients to 1e-4."""
+    eager_out, eager_grads = _outputs_and_grads(_joint_model())
+    compiled = _joint_model(compile=backend == "inductor")
+    if backend != "inductor":
+        for block in [*compiled.joint_blocks, *compiled.single_blocks]:
+            block.compile(backend=backend)
+    assert set(compiled.state_dict()) == set(_joint_model().state_dict())
+    out, grads = _outputs_and_grads(compiled)
+    for s in eager_out:
+        torch.testing.assert_close(out[s], eager_out[s], rtol=1e-5, atol=1e-5)
+    for g, e in zip(grads, eager_grads, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
