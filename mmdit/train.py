@@ -10,8 +10,10 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from lightning.pytorch.strategies import FSDPStrategy
 from omegaconf import DictConfig, OmegaConf
 
+from mmdit.blocks import JointBlock, SingleBlock
 from mmdit.callbacks import LossCurve, SampleGrid
 from mmdit.data import MediaDataModule, data_stream
 from mmdit.ema import EMA
@@ -45,6 +47,22 @@ def loggers(run_dir: Path) -> list[Logger]:
     return found
 
 
+def trainer_arguments(recipe: DictConfig) -> dict:
+    """`recipe.trainer` for lightning.Trainer. `strategy: fsdp` becomes Lightning's FSDPStrategy wrapping each
+    transformer block as one FSDP unit (the repeated unit, so every block's parameters are gathered just
+    for its own forward and backward); EMA is refused there, as Lightning's WeightAveraging keeps a full
+    copy of the model, which a sharded model does not have."""
+    arguments = OmegaConf.to_container(recipe.trainer)
+    if arguments.get("strategy") == "fsdp":
+        if recipe.ema.enabled:
+            raise ValueError(
+                "trainer.strategy=fsdp shards the model, and Lightning's EMA (WeightAveraging) needs the "
+                "whole model on every rank: set ema.enabled=false, or train with strategy=ddp"
+            )
+        arguments["strategy"] = FSDPStrategy(auto_wrap_policy={JointBlock, SingleBlock})
+    return arguments
+
+
 def build(recipe: DictConfig) -> tuple[MediaDataModule, DiffusionModule]:
     stream = data_stream(recipe)
     spec = recipe.streams[stream]
@@ -67,7 +85,7 @@ def fit(recipe: DictConfig, resume: str | None = None) -> Path:
     ]
     if recipe.ema.enabled:
         callbacks.append(EMA(recipe.ema.decay))
-    trainer_args = OmegaConf.to_container(recipe.trainer)
+    trainer_args = trainer_arguments(recipe)
     if trainer_args.get("enable_progress_bar", True):
         callbacks.append(RichProgressBar())
     trainer = L.Trainer(

@@ -176,3 +176,20 @@ def test_only_launched_ranks_reuse_the_run_stamp(monkeypatch):
     monkeypatch.setenv("MMDIT_RUN_STAMP", "rank-zero-run")
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert run_directory(recipe) == Path("runs/image-digits/rank-zero-run")
+
+
+def test_fsdp_wraps_each_block_and_refuses_ema():
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    from mmdit.blocks import JointBlock, SingleBlock
+    from mmdit.recipe import load_recipe
+    from mmdit.train import trainer_arguments
+
+    with pytest.raises(ValueError, match="set ema.enabled=false"):
+        trainer_arguments(load_recipe("image-digits", ["trainer.strategy=fsdp"]))
+    arguments = trainer_arguments(load_recipe("image-digits", ["trainer.strategy=fsdp", "ema.enabled=false"]))
+    strategy = arguments["strategy"]
+    assert isinstance(strategy, FSDPStrategy)
+    assert strategy.kwargs["auto_wrap_policy"]._module_classes == {JointBlock, SingleBlock}
+    plain = trainer_arguments(load_recipe("image-digits", ["trainer.strategy=ddp"]))
+    assert plain["strategy"] == "ddp"
