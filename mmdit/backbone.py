@@ -191,6 +191,7 @@ class MMDiT(nn.Module):
         labels: Mapping[str, Tensor] | None = None,
         pooled: Mapping[str, Tensor] | None = None,
         structure: Tensor | None = None,
+        items: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Predict, for each stream given, a tensor [B, N_s, out_features_s] (logits [B, N_s, vocab] for a
         discrete stream).
@@ -201,6 +202,8 @@ class MMDiT(nn.Module):
         pooled:  {name: [B, dim]} pooled vectors (zeros for "unconditional").
         structure: [B, N, N] bool over the concatenated tokens, True where a query may see a key (causal text,
                  roles; see `mmdit.masks`); None lets every real token see every other.
+        items:   packed rows (`mmdit.packing`, one stream): [R, N] the item of each token, -1 for padding.
+                 Then t, labels and pooled are per item ([I]), and tokens only see their own item's.
         """
         unknown = set(streams) - set(self.specs)
         if unknown:
@@ -208,7 +211,13 @@ class MMDiT(nn.Module):
         names = [s for s in self.specs if s in streams]
         first = streams[names[0]]
         times = t if isinstance(t, Mapping) else dict.fromkeys(names, t)
-        shared = self.conditioning(first.batch_size, labels, pooled, first.x.device)
+        if items is not None:
+            if len(names) > 1:
+                raise ValueError(f"packed rows carry one stream; got {names}")
+            same_item = items[:, :, None] == items[:, None, :]
+            structure = same_item if structure is None else structure & same_item
+        conditioned = first.batch_size if items is None else len(times[names[0]])
+        shared = self.conditioning(conditioned, labels, pooled, first.x.device)
         conds = {s: self.t_embedder(times[s]) + shared for s in names}
         xs = {}
         for s in names:
@@ -229,10 +238,10 @@ class MMDiT(nn.Module):
         mask = attention_mask(torch.cat([streams[s].mask for s in names], dim=1), structure)
         for block in [*self.joint_blocks, *self.single_blocks]:
             if self.checkpointing and torch.is_grad_enabled():
-                xs = checkpoint(block, xs, conds, angles, mask, use_reentrant=False)
+                xs = checkpoint(block, xs, conds, angles, mask, items, use_reentrant=False)
             else:
-                xs = block(xs, conds, angles, mask)
-        return {s: self.outputs[s](xs[s], conds[s]) for s in names}
+                xs = block(xs, conds, angles, mask, items)
+        return {s: self.outputs[s](xs[s], conds[s], items) for s in names}
 
     def rope(self, streams: Mapping[str, Tokens], names: list[str]) -> Tensor | None:
         """Rotary angles for the concatenated sequence, [B, N, head_dim / 2]; zero (no rotation) on the

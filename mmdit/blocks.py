@@ -59,10 +59,15 @@ class StreamWeights(nn.Module):
         self.norm2 = layer_norm(width, mlp_norm_eps)
         self.mlp = Mlp(width, int(width * mlp_ratio))
 
-    def modulations(self, conds: list[Tensor], lengths: list[int]) -> Modulation:
+    def modulations(self, conds: list[Tensor], lengths: list[int], items: Tensor | None = None) -> Modulation:
         """Per-stream conditioning vectors [B, D] -> six modulation tensors for the concatenated sequence:
         [B, 1, D] when there is one stream, else [B, N, D] with each stream's vector repeated over its
-        tokens. The linear layer runs once per stream, not once per token."""
+        tokens. The linear layer runs once per stream, not once per token.
+
+        Packed rows (`items` [R, N], the item of each token, see `mmdit.packing`): conds are per item
+        [I, D], and each token gets its item's modulation, [R, N, D]."""
+        if items is not None:
+            return per_token(self.modulation(conds[0]), items).chunk(6, dim=-1)
         mods = [self.modulation(c)[:, None] for c in conds]
         if len(mods) > 1:
             mods = [torch.cat([m.expand(-1, n, -1) for m, n in zip(mods, lengths, strict=True)], dim=1)]
@@ -78,6 +83,12 @@ class StreamWeights(nn.Module):
         """Gated residual of the attention output [B, N, D], then the gated MLP."""
         x = x + mod[2] * self.proj(attended)
         return x + mod[5] * self.mlp(modulate(self.norm2(x), mod[3], mod[4]))
+
+
+def per_token(per_item: Tensor, items: Tensor) -> Tensor:
+    """per_item [I, C] values, items [R, N] item indices (-1 for padding) -> [R, N, C] (padding takes item 0's
+    values; its outputs are never read)."""
+    return per_item[items.clamp_min(0)]
 
 
 class JointBlock(nn.Module):
@@ -103,10 +114,12 @@ class JointBlock(nn.Module):
         conds: Mapping[str, Tensor],
         angles: Tensor | None,
         mask: Tensor | None,
+        items: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """xs: {stream: [B, N_s, D]}; conds: {stream: [B, D]}; angles: [B, sum N_s, D / H / 2] or None;
-        mask: [B, 1, 1 or N, N] bool or None. Returns {stream: [B, N_s, D]}."""
-        mods = {s: self.streams[s].modulations([conds[s]], [x.shape[1]]) for s, x in xs.items()}
+        mask: [B, 1, 1 or N, N] bool or None; items: packed rows' item per token. Returns {stream:
+        [B, N_s, D]}."""
+        mods = {s: self.streams[s].modulations([conds[s]], [x.shape[1]], items) for s, x in xs.items()}
         heads = [self.streams[s].qkv_heads(x, mods[s]) for s, x in xs.items()]
         q, k, v = (torch.cat(parts, dim=2) for parts in zip(*heads, strict=True))
         attended = attend(q, k, v, angles, mask).split([x.shape[1] for x in xs.values()], dim=1)
@@ -128,10 +141,11 @@ class SingleBlock(nn.Module):
         conds: Mapping[str, Tensor],
         angles: Tensor | None,
         mask: Tensor | None,
+        items: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Same shapes as `JointBlock.forward`."""
         lengths = [x.shape[1] for x in xs.values()]
-        mod = self.weights.modulations([conds[s] for s in xs], lengths)
+        mod = self.weights.modulations([conds[s] for s in xs], lengths, items)
         x = torch.cat(list(xs.values()), dim=1)
         attended = attend(*self.weights.qkv_heads(x, mod), angles, mask)
         return dict(zip(xs, self.weights.finish(x, attended, mod).split(lengths, dim=1), strict=True))
@@ -147,7 +161,8 @@ class FinalLayer(nn.Module):
         self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
         self.linear = nn.Linear(width, out_features)
 
-    def forward(self, x: Tensor, cond: Tensor) -> Tensor:
-        """x: [B, N, D], cond: [B, D] -> [B, N, out_features]."""
-        shift, scale = self.modulation(cond)[:, None].chunk(2, dim=-1)
+    def forward(self, x: Tensor, cond: Tensor, items: Tensor | None = None) -> Tensor:
+        """x: [B, N, D], cond: [B, D] (per item [I, D] with packed rows' `items`) -> [B, N, out_features]."""
+        mod = self.modulation(cond)
+        shift, scale = (mod[:, None] if items is None else per_token(mod, items)).chunk(2, dim=-1)
         return self.linear(modulate(self.norm(x), shift, scale))
