@@ -1,0 +1,130 @@
+"""mmdit's DiT against diffusers' DiTTransformer2DModel of the same size: training step time and peak memory.
+
+    python benchmarks/versus_diffusers.py [--sizes DiT-S/2 DiT-B/2] [--batch 8] [--steps 5] [--compile]
+
+Same inputs (32×32×4 latents, DiT's 256 px shape; 1000 classes; learned sigma), same threads, fp32; a step is
+forward + backward + AdamW. Each configuration runs in its own child process, so its peak resident memory
+(CPU) or peak allocated memory (GPU) is its own; the parent prints the table and the ratio ours / theirs.
+With --compile both are also timed under torch.compile (ours: each block; theirs: the whole model, as the
+diffusers docs suggest); compile time is excluded (warm-up steps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+CHANNELS, SIDE, CLASSES = 4, 32, 1000
+
+
+def build(kind: str, size: str, compiled: bool):
+    """(model, step function) for `kind` "mmdit" or "diffusers" at preset `size`."""
+    from mmdit.presets import preset
+
+    sizes = preset(size)
+    patch = sizes.pop("patch_size")
+    if kind == "mmdit":
+        from mmdit.backbone import MMDiT, StreamSpec
+        from mmdit.tokens import Tokens
+        from modalities.image import patchify
+
+        features, grid = CHANNELS * patch * patch, SIDE // patch
+        spec = StreamSpec("image", features, 2 * features, "sincos", 2, (grid, grid))
+        model = MMDiT([spec], qk_norm=False, labels={"class": CLASSES}, compile=compiled, **sizes)
+
+        def forward(latents, steps, classes):
+            x, pos = patchify(latents, patch)
+            tokens = Tokens(x, pos, torch.ones(x.shape[:2], dtype=torch.bool, device=x.device))
+            return model({"image": tokens}, steps / 1000, {"class": classes})["image"]
+
+        return model, forward
+    from diffusers import DiTTransformer2DModel
+
+    model = DiTTransformer2DModel(
+        num_attention_heads=sizes["heads"],
+        attention_head_dim=sizes["width"] // sizes["heads"],
+        in_channels=CHANNELS,
+        out_channels=2 * CHANNELS,
+        num_layers=sizes["single_depth"],
+        sample_size=SIDE,
+        patch_size=patch,
+        num_embeds_ada_norm=CLASSES,
+    )
+    run = torch.compile(model) if compiled else model
+
+    def forward(latents, steps, classes):
+        return run(latents, timestep=steps, class_labels=classes).sample
+
+    return model, forward
+
+
+def measure(kind: str, size: str, batch: int, steps: int, compiled: bool) -> dict:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(0)
+    model, forward = build(kind, size, compiled)
+    model.to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    latents = torch.randn(batch, CHANNELS, SIDE, SIDE, device=device)
+    classes = torch.randint(0, CLASSES, (batch,), device=device)
+    times = []
+    for _ in range(steps + 2):  # two warm-up steps (compilation happens there)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        timesteps = torch.randint(0, 1000, (batch,), device=device)
+        forward(latents, timesteps, classes).square().mean().backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    measured = sorted(times[2:])
+    peak = (
+        torch.cuda.max_memory_allocated() / 2**20
+        if device == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    )
+    return {"seconds": measured[len(measured) // 2], "peak_mib": peak, "device": device}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", nargs="+", default=["DiT-S/2", "DiT-B/2"])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--one", nargs=3, metavar=("KIND", "SIZE", "COMPILED"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        kind, size, compiled = args.one
+        print(json.dumps(measure(kind, size, args.batch, args.steps, compiled == "1")))
+        return
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, median of {args.steps}"
+    )
+    print(f"{'model':10s} {'compile':8s} {'mmdit ms':>10s} {'diffusers ms':>13s} {'ratio':>6s} "
+          f"{'mmdit MiB':>10s} {'diffusers MiB':>14s}")  # fmt: skip
+    for size in args.sizes:
+        for compiled in [False, True] if args.compile else [False]:
+            row = {}
+            for kind in ("mmdit", "diffusers"):
+                command = [sys.executable, __file__, "--one", kind, size, str(int(compiled))]
+                command += ["--batch", str(args.batch), "--steps", str(args.steps)]
+                done = subprocess.run(command, capture_output=True, text=True, check=True)
+                row[kind] = json.loads(done.stdout.strip().splitlines()[-1])
+            ours, theirs = row["mmdit"], row["diffusers"]
+            print(
+                f"{size:10s} {'yes' if compiled else 'no':8s} {ours['seconds'] * 1000:10.1f} "
+                f"{theirs['seconds'] * 1000:13.1f} {ours['seconds'] / theirs['seconds']:6.2f} "
+                f"{ours['peak_mib']:10.0f} {theirs['peak_mib']:14.0f}"
+            )
+
+
+if __name__ == "__main__":
+    main()
