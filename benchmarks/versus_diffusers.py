@@ -105,9 +105,8 @@ def main() -> None:
         kind, size, compiled = args.one
         print(json.dumps(measure(kind, size, args.batch, args.steps, compiled == "1")))
         return
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, median of {args.steps}"
-    )
+    threads = torch.get_num_threads()
+    print(f"torch {torch.__version__}, {threads} threads, batch {args.batch}, median of {args.steps} steps")
     print(f"{'model':10s} {'compile':8s} {'mmdit ms':>10s} {'diffusers ms':>13s} {'ratio':>6s} "
           f"{'mmdit MiB':>10s} {'diffusers MiB':>14s}")  # fmt: skip
     for size in args.sizes:

@@ -1,0 +1,82 @@
+"""DiT-XL/2 at 256 px (32×32×4 latents) in bf16 on one GPU: images/s, step time, peak memory and MFU.
+
+    python benchmarks/gpu_throughput.py [--batch 64] [--steps 20] [--compile]
+
+A step is forward + backward + AdamW under bf16 autocast (Lightning's "bf16-mixed"), on random latents with
+the learned-sigma output of DiT. Model FLOPs per image = 6 × the multiply-accumulates of `mmdit.flops`
+(training = 3 × forward, a MAC = 2 FLOPs); MFU = achieved model FLOP/s / the card's dense bf16 peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from mmdit.backbone import MMDiT, StreamSpec
+from mmdit.flops import training_flops
+from mmdit.presets import preset
+from mmdit.tokens import Tokens
+from modalities.image import grid_positions
+
+# Dense bf16 tensor-core peaks (no sparsity), from the vendors' datasheets.
+PEAK_BF16 = {"H100 SXM": 989e12, "H100 NVL": 835e12, "H100 PCIe": 756e12, "H200": 989e12, "A100": 312e12}
+
+
+def peak_flops(name: str) -> float | None:
+    for key, value in PEAK_BF16.items():
+        if all(part in name for part in key.split()):
+            return value
+    if "H100" in name:  # an H100 whose form factor the name does not say: assume SXM
+        return PEAK_BF16["H100 SXM"]
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--compile", action="store_true")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("gpu_throughput needs a CUDA GPU")
+    device = torch.device("cuda")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    sizes = preset("DiT-XL/2")
+    patch = sizes.pop("patch_size")
+    grid, features = 32 // patch, 4 * patch * patch
+    spec = StreamSpec("image", features, 2 * features, "sincos", 2, (grid, grid))
+    model = MMDiT([spec], qk_norm=False, labels={"class": 1000}, compile=args.compile, **sizes).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    pos = grid_positions(grid, grid, args.batch, device)
+    tokens = Tokens(torch.randn(args.batch, grid * grid, features, device=device), pos,
+                    torch.ones(args.batch, grid * grid, dtype=torch.bool, device=device))  # fmt: skip
+    labels = {"class": torch.randint(0, 1000, (args.batch,), device=device)}
+    times = []
+    for _ in range(args.steps + 3):  # 3 warm-up steps (compilation, cuDNN / cuBLAS autotuning)
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out = model({"image": tokens}, torch.rand(args.batch, device=device), labels)["image"]
+            loss = out.float().square().mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    step = sorted(times[3:])[len(times[3:]) // 2]
+    name = torch.cuda.get_device_name()
+    flops = args.batch * training_flops(model, {"image": grid * grid}) / step
+    peak = peak_flops(name)
+    mfu = f"{flops / peak:.1%}" if peak else "n/a (unknown card)"
+    print(
+        f"{name} | DiT-XL/2 256px bf16 | compile {'yes' if args.compile else 'no'} | batch {args.batch} | "
+        f"step {step * 1000:.1f} ms | {args.batch / step:.1f} images/s | "
+        f"peak memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB | "
+        f"{flops / 1e12:.1f} TFLOP/s | MFU {mfu}"
+    )
+
+
+if __name__ == "__main__":
+    main()
