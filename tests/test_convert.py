@@ -10,9 +10,12 @@ from diffusers import DiTTransformer2DModel, SD3Transformer2DModel
 from einops import rearrange
 from safetensors.torch import save_file
 
+from mmdit.backbone import MMDiT, StreamSpec
 from mmdit.cli import main
 from mmdit.convert import convert_state, load_backbone
+from mmdit.convert.dit import dit_conversion
 from mmdit.convert.rules import invert
+from mmdit.presets import preset
 from mmdit.tokens import Tokens
 from modalities.image import patchify, unpatchify
 
@@ -250,3 +253,27 @@ def test_convert_reads_a_diffusers_folder(tmp_path):
     table = theirs.state_dict()["pos_embed.pos_embed"][0]
     assert torch.equal(rearrange(model.pos_tables["image"].table, "h w d -> (h w) d"), table)
     assert main(["convert", "sd3", str(tmp_path / "nothing"), str(weights)]) == 2
+
+
+def test_a_dit_s2_checkpoint_of_the_official_shapes_converts_to_the_preset():
+    """DiT-S/2 at 256 px in the official layout (made from an mmdit DiT-S/2 by the inverse rules): the width
+    tells the heads, and the converted model has the paper's parameter count and the same weights."""
+    sizes = preset("DiT-S/2")
+    sizes.pop("patch_size")
+    ours = MMDiT(
+        [StreamSpec("image", 16, 32, "sincos", 2, (16, 16))], qk_norm=False, labels={"class": 1000}, **sizes
+    )
+    shapes = {  # what dit_conversion reads to size the model
+        "x_embedder.proj.weight": torch.zeros(384, 4, 2, 2),
+        "pos_embed": torch.zeros(1, 256, 384),
+        "y_embedder.embedding_table.weight": torch.zeros(1001, 384),
+        "final_layer.linear.weight": torch.zeros(32, 384),
+        **{f"blocks.{i}.attn.qkv.weight": torch.zeros(1) for i in range(12)},
+    }
+    _, rules = dit_conversion(shapes)
+    official = invert(rules, ours.state_dict())
+    assert official["blocks.11.adaLN_modulation.1.weight"].shape == (6 * 384, 384)
+    converted, description, _ = convert_state("dit", official)
+    assert description["model"]["heads"] == 6 and description["model"]["single_depth"] == 12
+    assert sum(p.numel() for p in converted.parameters()) == 32_963_360  # DiT-S/2, frozen table included
+    assert all(torch.equal(converted.state_dict()[k], v) for k, v in ours.state_dict().items())
