@@ -55,9 +55,10 @@ class StreamSpec:
 class MMDiT(nn.Module):
     """The shared diffusion transformer.
 
-    Conditioning: each stream's timestep embedding plus the sum of the label and pooled-vector embeddings
-    makes that stream's adaLN vector [B, width]. Sequence conditioning (text, another modality) is simply
-    another stream.
+    Conditioning: each stream's timestep embedding plus the sum of the label, pooled-vector and number
+    embeddings makes that stream's adaLN vector [B, width]. Numbers (a clip's duration in seconds, a frame
+    count) are embedded as the timestep is: sinusoidal features of value * 1000, then an MLP. Sequence
+    conditioning (text, another modality) is simply another stream.
     """
 
     def __init__(
@@ -71,6 +72,7 @@ class MMDiT(nn.Module):
         qk_norm: bool = True,
         labels: Mapping[str, int] | None = None,
         pooled: Mapping[str, int] | None = None,
+        numbers: Sequence[str] = (),
         rope_theta: float = 10000.0,
     ):
         super().__init__()
@@ -93,6 +95,7 @@ class MMDiT(nn.Module):
         self.pooled_embedders = nn.ModuleDict(
             {k: PooledEmbedder(d, width) for k, d in (pooled or {}).items()}
         )
+        self.number_embedders = nn.ModuleDict({k: TimestepEmbedder(width) for k in numbers})
         names = list(self.specs)
         self.joint_blocks = nn.ModuleList(
             JointBlock(names, width, heads, mlp_ratio, qk_norm) for _ in range(joint_depth)
@@ -115,8 +118,9 @@ class MMDiT(nn.Module):
                 nn.init.zeros_(module.bias)
         for embedder in self.label_embedders.values():
             nn.init.normal_(embedder.embedding.weight, std=0.02)
-        for linear in (self.t_embedder.mlp[0], self.t_embedder.mlp[2]):
-            nn.init.normal_(linear.weight, std=0.02)
+        for embedder in (self.t_embedder, *self.number_embedders.values()):
+            for linear in (embedder.mlp[0], embedder.mlp[2]):
+                nn.init.normal_(linear.weight, std=0.02)
         zeroed = [block.streams.values() for block in self.joint_blocks]
         zeroed += [[block.weights] for block in self.single_blocks]
         for weights in (w for group in zeroed for w in group):
@@ -133,12 +137,14 @@ class MMDiT(nn.Module):
         labels: Mapping[str, Tensor] | None,
         pooled: Mapping[str, Tensor] | None,
         device: torch.device,
+        numbers: Mapping[str, Tensor] | None = None,
     ) -> Tensor:
         """The stream-independent part of the adaLN vector: [B, width]."""
-        labels, pooled = labels or {}, pooled or {}
+        labels, pooled, numbers = labels or {}, pooled or {}, numbers or {}
         for given, expected, kind in (
             (labels, self.label_embedders, "label"),
             (pooled, self.pooled_embedders, "pooled"),
+            (numbers, self.number_embedders, "number"),
         ):
             missing, unknown = set(expected) - set(given), set(given) - set(expected)
             if missing or unknown:
@@ -151,6 +157,8 @@ class MMDiT(nn.Module):
             cond = cond + embedder(labels[key])
         for key, embedder in self.pooled_embedders.items():
             cond = cond + embedder(pooled[key])
+        for key, embedder in self.number_embedders.items():
+            cond = cond + embedder(numbers[key].to(device))
         return cond
 
     def forward(
@@ -159,6 +167,7 @@ class MMDiT(nn.Module):
         t: Tensor | Mapping[str, Tensor],
         labels: Mapping[str, Tensor] | None = None,
         pooled: Mapping[str, Tensor] | None = None,
+        numbers: Mapping[str, Tensor] | None = None,
     ) -> dict[str, Tensor]:
         """Predict, for each stream given, a tensor [B, N_s, out_features_s].
 
@@ -166,6 +175,7 @@ class MMDiT(nn.Module):
         t:       [B] time in [0, 1] shared by all streams, or {name: [B]} one time per stream.
         labels:  {name: [B] long} class indices (the null index for "unconditional").
         pooled:  {name: [B, dim]} pooled vectors (zeros for "unconditional").
+        numbers: {name: [B] float} scalar conditions (e.g. seconds); never dropped for guidance.
         """
         unknown = set(streams) - set(self.specs)
         if unknown:
@@ -173,7 +183,7 @@ class MMDiT(nn.Module):
         names = [s for s in self.specs if s in streams]
         first = streams[names[0]]
         times = t if isinstance(t, Mapping) else dict.fromkeys(names, t)
-        shared = self.conditioning(first.batch_size, labels, pooled, first.x.device)
+        shared = self.conditioning(first.batch_size, labels, pooled, first.x.device, numbers)
         conds = {s: self.t_embedder(times[s]) + shared for s in names}
         xs = {}
         for s in names:

@@ -1,5 +1,6 @@
-"""`mmdit eval`: generate one item for each held-out item, with its labels, and let the modality judge them
-against the real data (the reference row scores real held-out data the same way)."""
+"""`mmdit eval`: generate one item for each held-out item, with its labels and numbers (so generated clips
+have the held-out durations), and let the modality judge them against the real data (the reference row
+scores real held-out data the same way)."""
 
 from __future__ import annotations
 
@@ -29,9 +30,9 @@ def evaluate(
     source = data_source(module.recipe)
     train, heldout = adapter.dataset(source, "train"), adapter.dataset(source, "heldout")
     n = len(heldout)
-    wanted = {
-        k: torch.tensor([heldout[i]["labels"][k] for i in range(n)]) for k in module.model.label_embedders
-    }
+    items = [heldout[i] for i in range(n)]
+    wanted = {k: torch.tensor([item["labels"][k] for item in items]) for k in module.model.label_embedders}
+    sizes = {k: torch.tensor([item["numbers"][k] for item in items]) for k in items[0].get("numbers", {})}
     start = time.perf_counter()
     chunks = []
     with Progress(disable=not show_progress, transient=True) as progress:
@@ -39,7 +40,10 @@ def evaluate(
         for begin in range(0, n, BATCH):
             end = min(n, begin + BATCH)
             labels = {k: v[begin:end] for k, v in wanted.items()}
-            media = module.generate(end - begin, labels, steps=steps, method=method, cfg=cfg, seed=begin)
+            numbers = {k: v[begin:end] for k, v in sizes.items()}
+            media = module.generate(
+                end - begin, labels, numbers, steps=steps, method=method, cfg=cfg, seed=begin
+            )
             chunks.append(media[module.stream].cpu())
             progress.advance(task, end - begin)
     generated = torch.cat(chunks)

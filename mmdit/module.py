@@ -67,6 +67,7 @@ class DiffusionModule(L.LightningModule):
         self.model = MMDiT(
             [adapter.stream(name) for name, adapter in self.adapters.items()],
             labels={k: len(classes[k]) for k in recipe.conditioning.labels},
+            numbers=list(recipe.conditioning.numbers),
             **model_sizes(recipe.model),
         )
         self.flow = RectifiedFlow(**recipe.objective)
@@ -84,9 +85,19 @@ class DiffusionModule(L.LightningModule):
         nulls = null_labels(self.model, labels)
         return {k: torch.where(dropped, nulls[k], v) for k, v in labels.items()}
 
+    def _numbers(self, numbers: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """The recipe's `conditioning.numbers` out of a batch's or a request's numbers, as float [B]."""
+        missing = [k for k in self.recipe.conditioning.numbers if k not in numbers]
+        if missing:
+            raise KeyError(
+                f"conditioning.numbers {missing} are not numbers of the data; it has {sorted(numbers)}"
+            )
+        return {k: numbers[k].float().to(self.device) for k in self.recipe.conditioning.numbers}
+
     def diffusion_loss(self, batch: Mapping[str, Any], drop: float, generator=None) -> dict[str, Tensor]:
         """{stream: loss} for one batch: noise every stream to a shared time t, predict the velocity."""
-        tokens = {self.stream: self.adapters[self.stream].encode(batch["media"])}
+        numbers = batch.get("numbers", {})
+        tokens = {self.stream: self.adapters[self.stream].encode(batch["media"], numbers)}
         batch_size = tokens[self.stream].batch_size
         # A seeded generator (validation) draws on the CPU so that its numbers do not depend on the device.
         draw_on = "cpu" if generator is not None else self.device
@@ -96,7 +107,7 @@ class DiffusionModule(L.LightningModule):
             noise = torch.randn(tok.x.shape, generator=generator, device=draw_on).to(tok.x)
             noised[s] = tok.with_x(self.flow.add_noise(tok.x, noise, t))
             targets[s] = self.flow.target(tok.x, noise)
-        predictions = self.model(noised, t, self._labels(batch, drop))
+        predictions = self.model(noised, t, self._labels(batch, drop), numbers=self._numbers(numbers))
         return {s: self.flow.loss(predictions[s], targets[s], tokens[s].mask) for s in tokens}
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
@@ -154,6 +165,7 @@ class DiffusionModule(L.LightningModule):
         self,
         n: int,
         labels: Mapping[str, Tensor] | None = None,
+        numbers: Mapping[str, Tensor] | None = None,
         *,
         steps: int | None = None,
         method: str | None = None,
@@ -164,13 +176,18 @@ class DiffusionModule(L.LightningModule):
         """Sample n items per stream: {stream: media [n, ...]} as the adapters decode them.
 
         labels: {key: [n] class indices}; omitted keys are sampled unconditionally (null class).
-        steps / method / cfg default to the recipe's `sample` section; sizes are the adapters' defaults."""
+        numbers: {name: [n] float} (e.g. seconds); omitted names take the data adapter's `default_numbers`.
+        They reach every adapter's `layout` (which masks tokens past each item's extent) and the model.
+        steps / method / cfg default to the recipe's `sample` section; other sizes are the adapters'
+        defaults."""
         settings = self.recipe.sample
         steps, method = steps or settings.steps, method or settings.sampler
         cfg = settings.cfg if cfg is None else cfg
         was_training = self.training
         self.eval()
-        layouts = {s: a.layout(n).to(self.device) for s, a in self.adapters.items()}
+        defaults = self.adapters[self.stream].default_numbers()
+        numbers = {**{k: torch.full((n,), float(v)) for k, v in defaults.items()}, **(numbers or {})}
+        layouts = {s: a.layout(n, numbers).to(self.device) for s, a in self.adapters.items()}
         full = {
             k: torch.full((n,), self.model.label_embedders[k].null_index) for k in self.model.label_embedders
         }
@@ -178,7 +195,7 @@ class DiffusionModule(L.LightningModule):
         full = {k: v.to(self.device) for k, v in full.items()}
         generator = torch.Generator().manual_seed(seed)
         noise = {s: torch.randn(tok.x.shape, generator=generator).to(tok.x) for s, tok in layouts.items()}
-        velocity = guided_velocity(self.model, layouts, full, scale=cfg)
+        velocity = guided_velocity(self.model, layouts, full, scale=cfg, numbers=self._numbers(numbers))
         x = sampler(method)(velocity, noise, self.flow.schedule(steps, self.device), progress)
         self.train(was_training)
         return {s: self.adapters[s].decode(tok.with_x(x[s])) for s, tok in layouts.items()}
