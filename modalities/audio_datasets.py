@@ -32,6 +32,14 @@ def note_name(midi: int) -> str:
     return f"{NOTE_NAMES[midi % 12]}{midi // 12 - 1}"
 
 
+def note_midi(name: str) -> int:
+    """Scientific pitch name -> MIDI note number ("A4" -> 69); the inverse of `note_name`."""
+    pitch, octave = name.rstrip("-0123456789"), name[len(name.rstrip("-0123456789")) :]
+    if pitch not in NOTE_NAMES or not octave.lstrip("-").isdigit():
+        raise ValueError(f"{name!r} is not a note name such as 'C4' or 'F#3'")
+    return NOTE_NAMES.index(pitch) + 12 * (int(octave) + 1)
+
+
 def midi_to_hz(midi: float | np.ndarray) -> float | np.ndarray:
     return 440.0 * 2.0 ** ((np.asarray(midi) - 69) / 12)
 

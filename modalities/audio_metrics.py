@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torchaudio
 from torch import Tensor
 
 YIN_THRESHOLD = 0.15  # the first dip of the normalised difference below this is the period (YIN's step 4)
@@ -80,7 +81,15 @@ def pitch_scores(audio: Tensor, sample_rate: int, midi: Tensor) -> dict[str, flo
     }
 
 
-def mel_statistics_features(log_mel: Tensor) -> np.ndarray:
-    """log-mel [B, M, T] -> per-clip features [B, 2M]: each bin's mean and standard deviation over time,
-    the summary the Fréchet distance compares (as FAD compares frame embeddings)."""
-    return torch.cat([log_mel.mean(-1), log_mel.std(-1)], -1).double().numpy()
+def judge_log_mel(audio: Tensor, sample_rate: int) -> Tensor:
+    """audio [B, S] -> log-mel power [B, 64, frames] in dB (n_fft 1024, hop 256), floored at -80 dB: a fixed
+    analysis, independent of any model's tokenizer, so scores and previews compare across recipes."""
+    mel = torchaudio.transforms.MelSpectrogram(sample_rate, n_fft=1024, hop_length=256, n_mels=64)
+    return 10 * torch.log10(mel(audio.float()).clamp_min(1e-8))
+
+
+def log_mel_statistics(audio: Tensor, sample_rate: int) -> np.ndarray:
+    """audio [B, S] -> per-clip features [B, 128]: the mean and standard deviation over time of each of
+    `judge_log_mel`'s 64 bins, the summary the Fréchet distance compares."""
+    decibels = judge_log_mel(audio, sample_rate)
+    return torch.cat([decibels.mean(-1), decibels.std(-1)], -1).double().numpy()
