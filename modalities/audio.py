@@ -3,7 +3,7 @@ number "seconds") through a mel or a waveform tokenizer, with the padding masked
 
 Saved clips hold only their real part: `decode` zeroes every sample past the last real token (the mask),
 and `save` drops trailing all-zero samples, so a clip asked for 0.5 s is written 0.5 s long, rounded up to
-one token's hop (mel columns of 2 frames at hop 256: 32 ms).
+one time column of tokens (mel columns of 4 frames at hop 256: 64 ms).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class AudioAdapter(ModalityAdapter):
         channels: int = 1,
         seconds: float = 1.0,
         tokenizer: str = "mel",
-        patch_size: int | Sequence[int] = 2,
+        patch_size: int | Sequence[int] = 4,
         n_fft: int = 1024,
         hop_length: int = 256,
         n_mels: int = 128,

@@ -21,10 +21,13 @@ from torch import Tensor
 
 from modalities.image import grid_positions
 
-DB_FLOOR = -80.0
+DB_FLOOR, DB_CENTER, DB_SCALE = -80.0, -70.0, 20.0
 """Log-mel values are dB relative to the peak mel bin of a full-scale sine ((n_fft / 4)² with a Hann
-window), floored at -80 dB and mapped linearly from [-80, 0] dB to [-1, 1]: a fixed, invertible scale that
-does not depend on the clip, so loudness is learnt, not normalised away."""
+window), floored at -80 dB, then x = (dB + 70) / 20: -80 dB -> -0.5, 0 dB -> 3.5. A fixed, invertible map
+that does not depend on the clip, so loudness is learnt, not normalised away. The centre and scale give the
+`notes` spectrograms mean ≈ 0 and std ≈ 1 (most bins sit between harmonics near -70 dB): with [-1, 1]
+instead (std 0.27), the harmonics drown in the noise and 500 training steps learn nothing."""
+X_FLOOR, X_CEILING = (DB_FLOOR - DB_CENTER) / DB_SCALE, -DB_CENTER / DB_SCALE
 
 
 class Tokenizer(ABC):
@@ -87,7 +90,7 @@ class MelTokenizer(Tokenizer):
     patch_size = p (int): whole columns, x [B, ceil(frames/p), p*C*n_mels], pos = column.
     patch_size = (q, p): 2D patches of q mel bins × p frames, x [B, (n_mels/q)*ceil(frames/p), q*p*C],
     pos = (bin row, column), row-major over (bin rows, columns).
-    frames = S // hop + 1 (centred STFT); the last column is padded with the floor value (-1).
+    frames = S // hop + 1 (centred STFT); the last column is padded with the floor value.
     """
 
     def __init__(
@@ -123,14 +126,16 @@ class MelTokenizer(Tokenizer):
         )
 
     def log_mel(self, audio: Tensor) -> Tensor:
-        """audio [B, C, S] -> normalised log-mel [B, C, n_mels, frames] in [-1, ~1] (see DB_FLOOR)."""
+        """audio [B, C, S] -> normalised log-mel [B, C, n_mels, frames], >= -0.5 (see DB_FLOOR)."""
         power = self.mel.to(audio.device)(audio.float())
         decibels = (10 * torch.log10(power / self.reference_power)).clamp_min(DB_FLOOR)
-        return decibels / -DB_FLOOR + 1
+        return (decibels - DB_CENTER) / DB_SCALE
 
     def mel_power(self, log_mel: Tensor) -> Tensor:
-        """The inverse of `log_mel`'s normalisation (values below the floor come back at the floor)."""
-        return self.reference_power * 10 ** ((log_mel.clamp(-1, 1) - 1) * -DB_FLOOR / 10)
+        """The inverse of `log_mel`'s normalisation; values are clamped to [floor, full scale] first (a
+        sampler may overshoot)."""
+        decibels = log_mel.clamp(X_FLOOR, X_CEILING) * DB_SCALE + DB_CENTER
+        return self.reference_power * 10 ** (decibels / 10)
 
     def to_log_mel(self, x: Tensor) -> Tensor:
         """Tokens x [B, N, F] -> normalised log-mel [B, C, n_mels, frames] (padding frames dropped)."""
@@ -148,9 +153,8 @@ class MelTokenizer(Tokenizer):
 
     def encode(self, audio: Tensor) -> tuple[Tensor, Tensor]:
         mel = self.log_mel(audio)
-        mel = torch.nn.functional.pad(
-            mel, (0, self.columns * self.frames_per_token - self.frames), value=-1.0
-        )
+        padding = self.columns * self.frames_per_token - self.frames
+        mel = torch.nn.functional.pad(mel, (0, padding), value=X_FLOOR)
         if self.axes == 1:
             x = rearrange(mel, "b c m (n p) -> b n (p c m)", p=self.frames_per_token)
         else:
