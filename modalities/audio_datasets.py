@@ -21,6 +21,7 @@ from rich.progress import track
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from modalities.folders import labelled_files
 from modalities.image_datasets import SPLITS, split_indices
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
@@ -199,23 +200,7 @@ class AudioFolder(Dataset):
         seed: int = 0,
     ) -> None:
         self.root = Path(root)
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"audio folder {self.root} does not exist")
-        files = sorted(
-            (p for p in self.root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES),
-            key=lambda p: p.relative_to(self.root).as_posix(),
-        )
-        if not files:
-            raise FileNotFoundError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) under {self.root}")
-        folders = [p.relative_to(self.root).parts[0] if p.parent != self.root else None for p in files]
-        if None in folders and any(folders):
-            stray = files[folders.index(None)]
-            raise ValueError(
-                f"{self.root} mixes sounds in class sub-folders with sounds directly in it (e.g. {stray}); "
-                "put every file in a class sub-folder, or none"
-            )
-        names = sorted({f for f in folders if f is not None})
-        self.classes = {"class": names} if names else {}
+        files, labels, self.classes = labelled_files(self.root, AUDIO_SUFFIXES, "audio")
         total = round(seconds * sample_rate)
         self.media, self.seconds, self.labels, self.skipped = [], [], [], []
         index = split_indices(len(files), split, heldout_fraction, seed)
@@ -231,7 +216,7 @@ class AudioFolder(Dataset):
             media, share = fit_length(audio, total)
             self.media.append(media)
             self.seconds.append(share * seconds)
-            self.labels.append({"class": names.index(folders[i])} if names else {})
+            self.labels.append({} if labels[i] is None else {"class": labels[i]})
         if self.skipped:
             path, reason = self.skipped[0]
             warnings.warn(
