@@ -74,3 +74,24 @@ def test_generate_defaults_to_full_clips_and_masks_shorter_ones(run_dir):
     assert full.shape == (2, 1, 16000) and full[:, :, -2000:].abs().amax() > 0
     short = module.generate(2, labels, {"seconds": torch.tensor([1.0, 0.25])}, steps=1)["audio"]
     assert short[0, :, -2000:].abs().amax() > 0 and not short[1, :, 4096:].any()
+
+
+def test_fit_on_a_folder_of_sounds_of_different_lengths(tmp_path):
+    for label, hz in (("low", 150.0), ("high", 400.0)):
+        (tmp_path / "sounds" / label).mkdir(parents=True)
+        for i in range(10):
+            seconds = 0.3 + 0.07 * i  # 0.3 .. 0.93 s: every clip padded, by different amounts
+            t = torch.arange(round(seconds * 16000)) / 16000
+            soundfile.write(
+                tmp_path / "sounds" / label / f"{i}.wav", (0.5 * torch.sin(6.2832 * hz * t)).numpy(), 16000
+            )
+    run_dir = tmp_path / "run"
+    overrides = [*TINY, "data.batch_size=8", "trainer.max_steps=4", "trainer.val_check_interval=4"]
+    folder = [
+        f"data.source.folder={tmp_path / 'sounds'}",
+        "conditioning.labels=[class]",
+        f"run_dir={run_dir}",
+    ]
+    assert main(["fit", "audio-notes", *overrides, *folder]) == 0
+    report = json.loads((run_dir / "eval.json").read_text())
+    assert set(report["generated"]) == {"frechet_distance", "samples"} and report["generated"]["samples"] == 2
