@@ -21,12 +21,16 @@ from torch import Tensor
 
 from modalities.image import grid_positions
 
-DB_FLOOR, DB_CENTER, DB_SCALE = -80.0, -70.0, 20.0
+DB_FLOOR, DB_CENTER, DB_SCALE = -60.0, -50.0, 15.0
 """Log-mel values are dB relative to the peak mel bin of a full-scale sine ((n_fft / 4)² with a Hann
-window), floored at -80 dB, then x = (dB + 70) / 20: -80 dB -> -0.5, 0 dB -> 3.5. A fixed, invertible map
-that does not depend on the clip, so loudness is learnt, not normalised away. The centre and scale give the
-`notes` spectrograms mean ≈ 0 and std ≈ 1 (most bins sit between harmonics near -70 dB): with [-1, 1]
-instead (std 0.27), the harmonics drown in the noise and 500 training steps learn nothing."""
+window), floored at -60 dB, then x = (dB + 50) / 15: -60 dB -> -0.67, 0 dB -> 3.33. A fixed, invertible map
+that does not depend on the clip, so loudness is learnt, not normalised away.
+
+Why these numbers (measured on `notes`): the floor puts 74% of the bins (those between harmonics) at one
+constant value, which the model learns at once and decoding clamps sampler noise to; Griffin-Lim from
+floored spectrograms still leaves all held-out clips within ±50 cents (median error 5.4 cents, as the raw
+clips). With a -80 dB floor most bins sat near -70 dB in a noisy texture the model spent its capacity on
+(8% of generated notes in tune after 1,500 steps). Centre and scale give the data mean -0.3, std 0.8."""
 X_FLOOR, X_CEILING = (DB_FLOOR - DB_CENTER) / DB_SCALE, -DB_CENTER / DB_SCALE
 
 
