@@ -30,7 +30,8 @@ Why these numbers (measured on `notes`): the floor puts 74% of the bins (those b
 constant value, which the model learns at once and decoding clamps sampler noise to; Griffin-Lim from
 floored spectrograms still leaves all held-out clips within ±50 cents (median error 5.4 cents, as the raw
 clips). With a -80 dB floor most bins sat near -70 dB in a noisy texture the model spent its capacity on
-(8% of generated notes in tune after 1,500 steps). Centre and scale give the data mean -0.3, std 0.8."""
+(8% of generated notes in tune after 1,500 steps, in a run that also lacked the recipe's resolution shift).
+Centre and scale give the data mean -0.3, std 0.8."""
 X_FLOOR, X_CEILING = (DB_FLOOR - DB_CENTER) / DB_SCALE, -DB_CENTER / DB_SCALE
 
 
