@@ -79,7 +79,8 @@ class CurveAdapter(ModalityAdapter):
     def _positions(self, batch_size: int, tokens: int) -> Tensor:
         return torch.arange(tokens, dtype=torch.float32)[None, :, None].expand(batch_size, -1, -1).clone()
 
-    def encode(self, media: Tensor) -> Tokens:
+    def encode(self, media: Tensor, numbers: Mapping[str, Tensor] | None = None) -> Tokens:
+        """Curves all have the adapter's length, so nothing is padded and `numbers` is unused."""
         p = self.patch_size
         if media.ndim != 2 or media.shape[1] % p:
             raise ValueError(f"curves must be [B, L] with L divisible by {p}, got {tuple(media.shape)}")
@@ -91,7 +92,7 @@ class CurveAdapter(ModalityAdapter):
         """Exact inverse of `encode` for curves in [-1, 1]; a sampler's overshoot is clamped."""
         return rearrange(tokens.x, "b n p -> b (n p)").clamp(-1, 1)
 
-    def layout(self, batch_size: int, length: int | None = None) -> Tokens:
+    def layout(self, batch_size: int, numbers: Mapping | None = None, length: int | None = None) -> Tokens:
         """Zeros for `batch_size` curves of `length` samples (default the adapter's)."""
         n, rest = divmod(length or self.length, self.patch_size)
         if rest:

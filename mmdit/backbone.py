@@ -63,9 +63,10 @@ class StreamSpec:
 class MMDiT(nn.Module):
     """The shared diffusion transformer.
 
-    Conditioning: each stream's timestep embedding plus the sum of the label and pooled-vector embeddings
-    makes that stream's adaLN vector [B, width]. Sequence conditioning (text, another modality) is simply
-    another stream.
+    Conditioning: each stream's timestep embedding plus the sum of the label, pooled-vector and number
+    embeddings makes that stream's adaLN vector [B, width]. Numbers (a clip's duration in seconds, a frame
+    count) are embedded as the timestep is: sinusoidal features of value * 1000, then an MLP. Sequence
+    conditioning (text, another modality) is simply another stream.
 
     `time_frequency_shift` and `mlp_norm_eps` exist for diffusers' DiT port, which differs from the original
     DiT in both (see `mmdit.convert.dit`); the defaults are DiT's and SD3's.
@@ -86,6 +87,7 @@ class MMDiT(nn.Module):
         qk_norm: bool = True,
         labels: Mapping[str, int] | None = None,
         pooled: Mapping[str, int] | None = None,
+        numbers: Sequence[str] = (),
         rope_theta: float = 10000.0,
         time_frequency_shift: float = 0.0,
         mlp_norm_eps: float = 1e-6,
@@ -117,6 +119,7 @@ class MMDiT(nn.Module):
         self.pooled_embedders = nn.ModuleDict(
             {k: PooledEmbedder(d, width) for k, d in (pooled or {}).items()}
         )
+        self.number_embedders = nn.ModuleDict({k: TimestepEmbedder(width) for k in numbers})
         names = list(self.specs)
         self.joint_blocks = nn.ModuleList(
             JointBlock(names, width, heads, mlp_ratio, qk_norm, mlp_norm_eps) for _ in range(joint_depth)
@@ -146,8 +149,9 @@ class MMDiT(nn.Module):
         for table in self.inputs.values():
             if isinstance(table, nn.Embedding):
                 nn.init.normal_(table.weight, std=0.02)
-        for linear in (self.t_embedder.mlp[0], self.t_embedder.mlp[2]):
-            nn.init.normal_(linear.weight, std=0.02)
+        for embedder in (self.t_embedder, *self.number_embedders.values()):
+            for linear in (embedder.mlp[0], embedder.mlp[2]):
+                nn.init.normal_(linear.weight, std=0.02)
         zeroed = [block.streams.values() for block in self.joint_blocks]
         zeroed += [[block.weights] for block in self.single_blocks]
         for weights in (w for group in zeroed for w in group):
@@ -164,12 +168,14 @@ class MMDiT(nn.Module):
         labels: Mapping[str, Tensor] | None,
         pooled: Mapping[str, Tensor] | None,
         device: torch.device,
+        numbers: Mapping[str, Tensor] | None = None,
     ) -> Tensor:
         """The stream-independent part of the adaLN vector: [B, width]."""
-        labels, pooled = labels or {}, pooled or {}
+        labels, pooled, numbers = labels or {}, pooled or {}, numbers or {}
         for given, expected, kind in (
             (labels, self.label_embedders, "label"),
             (pooled, self.pooled_embedders, "pooled"),
+            (numbers, self.number_embedders, "number"),
         ):
             missing, unknown = set(expected) - set(given), set(given) - set(expected)
             if missing or unknown:
@@ -182,6 +188,8 @@ class MMDiT(nn.Module):
             cond = cond + embedder(labels[key])
         for key, embedder in self.pooled_embedders.items():
             cond = cond + embedder(pooled[key])
+        for key, embedder in self.number_embedders.items():
+            cond = cond + embedder(numbers[key].to(device))
         return cond
 
     def forward(
@@ -190,6 +198,7 @@ class MMDiT(nn.Module):
         t: Tensor | Mapping[str, Tensor],
         labels: Mapping[str, Tensor] | None = None,
         pooled: Mapping[str, Tensor] | None = None,
+        numbers: Mapping[str, Tensor] | None = None,
         structure: Tensor | None = None,
         items: Tensor | None = None,
     ) -> dict[str, Tensor]:
@@ -200,10 +209,11 @@ class MMDiT(nn.Module):
         t:       [B] time in [0, 1] shared by all streams, or {name: [B]} one time per stream.
         labels:  {name: [B] long} class indices (the null index for "unconditional").
         pooled:  {name: [B, dim]} pooled vectors (zeros for "unconditional").
+        numbers: {name: [B] float} scalar conditions (e.g. seconds); never dropped for guidance.
         structure: [B, N, N] bool over the concatenated tokens, True where a query may see a key (causal text,
                  roles; see `mmdit.masks`); None lets every real token see every other.
         items:   packed rows (`mmdit.packing`, one stream): [R, N] the item of each token, -1 for padding.
-                 Then t, labels and pooled are per item ([I]), and tokens only see their own item's.
+                 Then t, labels, pooled and numbers are per item ([I]), and tokens only see their own item's.
         """
         unknown = set(streams) - set(self.specs)
         if unknown:
@@ -217,7 +227,7 @@ class MMDiT(nn.Module):
             same_item = items[:, :, None] == items[:, None, :]
             structure = same_item if structure is None else structure & same_item
         conditioned = first.batch_size if items is None else len(times[names[0]])
-        shared = self.conditioning(conditioned, labels, pooled, first.x.device)
+        shared = self.conditioning(conditioned, labels, pooled, first.x.device, numbers)
         conds = {s: self.t_embedder(times[s]) + shared for s in names}
         xs = {}
         for s in names:

@@ -43,6 +43,21 @@ def _parse_labels(module, given: list[str]) -> dict[str, int]:
     return labels
 
 
+def _parse_numbers(module, given: list[str]) -> dict[str, float]:
+    """--number seconds=0.5: names the model is conditioned on or the data adapter sizes items by."""
+    known = {*module.recipe.conditioning.numbers, *module.adapters[module.stream].default_numbers()}
+    numbers = {}
+    for item in given:
+        key, _, value = item.partition("=")
+        if key not in known:
+            raise KeyError(f"--number {item!r}: unknown number {key!r}; this model takes {sorted(known)}")
+        try:
+            numbers[key] = float(value)
+        except ValueError:
+            raise ValueError(f"--number {item!r}: {value!r} is not a number") from None
+    return numbers
+
+
 def _sample(args: argparse.Namespace) -> None:
     import torch
 
@@ -51,6 +66,7 @@ def _sample(args: argparse.Namespace) -> None:
     module = DiffusionModule.from_weights(args.weights)
     chosen = _parse_labels(module, args.label)
     labels = {k: torch.full((args.n,), v) for k, v in chosen.items()}
+    numbers = {k: torch.full((args.n,), v) for k, v in _parse_numbers(module, args.number).items()}
     options = {}
     if args.prompt is not None:
         if not hasattr(module, "describe"):
@@ -61,7 +77,7 @@ def _sample(args: argparse.Namespace) -> None:
         return track(steps, description=f"sampling {args.n}", console=console, transient=True)
 
     options.update(steps=args.steps, method=args.sampler, cfg=args.cfg, seed=args.seed, progress=progress)
-    media = module.generate(args.n, labels, **options)
+    media = module.generate(args.n, labels, numbers, **options)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tag = "_".join(f"{k}-{module.classes[k][v]}" for k, v in chosen.items()) or "unconditional"
@@ -166,6 +182,9 @@ def parser() -> argparse.ArgumentParser:
     sample.add_argument("--n", type=int, default=16, help="how many samples")
     sample.add_argument("--label", action="append", default=[], help="CLASS or KEY=CLASS (name or index)")
     sample.add_argument("--prompt", help="a unified model's text prompt, e.g. 'a handwritten seven'")
+    sample.add_argument(
+        "--number", action="append", default=[], help="NAME=VALUE, e.g. seconds=0.5 (repeatable)"
+    )
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--out", default="samples", help="output folder")
     sample.set_defaults(run=_sample)

@@ -46,7 +46,8 @@ def paired(recipe: DictConfig, dataset: Dataset, split: str) -> Dataset:
 class MediaDataModule(L.LightningDataModule):
     """Train and held-out splits of `recipe.data.source`, read by the data stream's adapter.
 
-    Batches are `{"media": Tensor [B, ...], "labels": {name: [B]}}`. The datasets are opened at
+    Batches are `{"media": Tensor [B, ...], "labels": {name: [B]}}`, plus `"numbers": {name: [B] float}`
+    when the dataset's items carry numbers (an audio clip's duration). The datasets are opened at
     construction, since their class lists size the model's label tables."""
 
     def __init__(self, recipe: DictConfig, adapter: ModalityAdapter):

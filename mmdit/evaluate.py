@@ -1,5 +1,6 @@
-"""`mmdit eval`: generate one item for each held-out item, with its labels, and let the modality judge them
-against the real data (the reference row scores real held-out data the same way)."""
+"""`mmdit eval`: generate one item for each held-out item, with its labels and numbers (so generated clips
+have the held-out durations), and let the modality judge them against the real data (the reference row
+scores real held-out data the same way)."""
 
 from __future__ import annotations
 
@@ -28,8 +29,12 @@ def understanding(module: UnifiedModule, heldout, key: str, show_progress: bool)
     with Progress(disable=not show_progress, transient=True) as progress:
         task = progress.add_task(f"describing {len(items)} held-out items", total=len(items))
         for begin in range(0, len(items), BATCH):
-            media = torch.stack([item["media"] for item in items[begin : begin + BATCH]])
-            written += module.describe(media, module.stream)
+            chunk = items[begin : begin + BATCH]
+            media = torch.stack([item["media"] for item in chunk])
+            numbers = {
+                k: torch.tensor([item["numbers"][k] for item in chunk]) for k in chunk[0].get("numbers", {})
+            }
+            written += module.describe(media, module.stream, numbers=numbers)
             progress.advance(task, len(media))
     captions = module.prompts_for({key: torch.tensor(truth)}, "heldout")
 
@@ -57,9 +62,11 @@ def evaluate(
     source = data_source(module.recipe)
     train, heldout = adapter.dataset(source, "train"), adapter.dataset(source, "heldout")
     n = len(heldout)
+    items = [heldout[i] for i in range(n)]
     unified = isinstance(module, UnifiedModule)
     keys = module.preview_label_keys()
-    wanted = {k: torch.tensor([heldout[i]["labels"][k] for i in range(n)]) for k in keys}
+    wanted = {k: torch.tensor([item["labels"][k] for item in items]) for k in keys}
+    sizes = {k: torch.tensor([item["numbers"][k] for item in items]) for k in items[0].get("numbers", {})}
     prompts = module.prompts_for(wanted, "heldout") if unified else None
     start = time.perf_counter()
     chunks = []
@@ -68,10 +75,11 @@ def evaluate(
         for begin in range(0, n, BATCH):
             end = min(n, begin + BATCH)
             labels = {k: v[begin:end] for k, v in wanted.items()}
+            numbers = {k: v[begin:end] for k, v in sizes.items()}
             options = dict(steps=steps, method=method, cfg=cfg, seed=begin)
             if unified:
                 options["prompts"] = prompts[begin:end]
-            media = module.generate(end - begin, labels, **options)
+            media = module.generate(end - begin, labels, numbers, **options)
             chunks.append(media[module.stream].cpu())
             progress.advance(task, end - begin)
     generated = torch.cat(chunks)

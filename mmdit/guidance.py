@@ -28,25 +28,30 @@ def guided_prediction(
     layouts: Mapping[str, Tokens],
     labels: Mapping[str, Tensor],
     scale: float = 1.0,
+    numbers: Mapping[str, Tensor] | None = None,
     guided_features: Mapping[str, Tensor] | None = None,
 ) -> Velocity:
     """A model function {stream: x [B, N, F]}, t [B] -> {stream: output [B, N, F_out]} for the samplers.
 
-    layouts give each stream's positions and mask; labels [B] condition the generation. With scale == 1 (or
-    no labels) one model call per evaluation; otherwise the conditional and unconditional halves run as one
-    batch of 2B. guided_features: {stream: [F_out] bool}, the output features guidance applies to (the rest
-    keep the conditional output: a learned variance, or DiT's unguided fourth latent channel); default all."""
+    layouts give each stream's positions and mask; labels [B] condition the generation and numbers [B]
+    (seconds, ...) size it. With scale == 1 (or no labels) one model call per evaluation; otherwise the
+    conditional and unconditional halves run as one batch of 2B, both with the numbers: they describe the
+    item's extent, which guidance must not change. guided_features: {stream: [F_out] bool}, the output
+    features guidance applies to (the rest keep the conditional output: a learned variance, or DiT's
+    unguided fourth latent channel); default all."""
+    numbers = dict(numbers or {})
     guided = scale != 1.0 and bool(labels)
     if guided:
         layouts = {s: _twice(tok) for s, tok in layouts.items()}
         nulls = null_labels(model, labels)
         labels = {k: torch.cat([v, nulls[k]]) for k, v in labels.items()}
+        numbers = {k: v.repeat(2) for k, v in numbers.items()}
 
     def velocity(x: State, t: Tensor) -> State:
         if not guided:
-            return model({s: layouts[s].with_x(v) for s, v in x.items()}, t, labels)
+            return model({s: layouts[s].with_x(v) for s, v in x.items()}, t, labels, numbers=numbers)
         streams = {s: layouts[s].with_x(v.repeat(2, 1, 1)) for s, v in x.items()}
-        out = model(streams, t.repeat(2), labels)
+        out = model(streams, t.repeat(2), labels, numbers=numbers)
         mixed = {}
         for s, both in out.items():
             cond, uncond = both.chunk(2)

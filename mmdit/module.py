@@ -76,6 +76,7 @@ class DiffusionModule(L.LightningModule):
         self.model = MMDiT(
             specs,
             labels={k: len(classes[k]) for k in recipe.conditioning.labels},
+            numbers=list(recipe.conditioning.numbers),
             **model_sizes(recipe.model),
         )
 
@@ -91,10 +92,20 @@ class DiffusionModule(L.LightningModule):
         nulls = null_labels(self.model, labels)
         return {k: torch.where(dropped, nulls[k], v) for k, v in labels.items()}
 
+    def _numbers(self, numbers: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """The recipe's `conditioning.numbers` out of a batch's or a request's numbers, as float [B]."""
+        missing = [k for k in self.recipe.conditioning.numbers if k not in numbers]
+        if missing:
+            raise KeyError(
+                f"conditioning.numbers {missing} are not numbers of the data; it has {sorted(numbers)}"
+            )
+        return {k: numbers[k].float().to(self.device) for k in self.recipe.conditioning.numbers}
+
     def diffusion_loss(self, batch: Mapping[str, Any], drop: float, generator=None) -> dict[str, Tensor]:
         """{stream: loss} for one batch: noise every stream to a shared time, predict the velocity (flow) or
         the ε / v / x0 target plus the variational bound of a learned variance (Gaussian)."""
-        tokens = {self.stream: self.adapters[self.stream].encode(batch["media"])}
+        numbers = batch.get("numbers", {})
+        tokens = {self.stream: self.adapters[self.stream].encode(batch["media"], numbers)}
         batch_size = tokens[self.stream].batch_size
         # A seeded generator (validation) draws on the CPU so that its numbers do not depend on the device.
         draw_on = "cpu" if generator is not None else self.device
@@ -102,12 +113,14 @@ class DiffusionModule(L.LightningModule):
             s: torch.randn(tok.x.shape, generator=generator, device=draw_on).to(tok.x)
             for s, tok in tokens.items()
         }
-        labels = self._labels(batch, drop)
+        conditions = dict(labels=self._labels(batch, drop), numbers=self._numbers(numbers))
         if isinstance(self.objective, GaussianDiffusion):
             k = self.objective.sample_steps(batch_size, draw_on, generator).to(self.device)
             noised = {s: self.objective.q_sample(tok.x, noise[s], k) for s, tok in tokens.items()}
             out = self.model(
-                {s: tok.with_x(noised[s]) for s, tok in tokens.items()}, self.objective.model_time(k), labels
+                {s: tok.with_x(noised[s]) for s, tok in tokens.items()},
+                self.objective.model_time(k),
+                **conditions,
             )
             return {
                 s: sum(
@@ -119,7 +132,7 @@ class DiffusionModule(L.LightningModule):
         flow = self.objective
         t = flow.sample_time(batch_size, draw_on, generator).to(self.device)
         noised = {s: tok.with_x(flow.add_noise(tok.x, noise[s], t)) for s, tok in tokens.items()}
-        predictions = self.model(noised, t, labels)
+        predictions = self.model(noised, t, **conditions)
         return {
             s: flow.loss(predictions[s], flow.target(tok.x, noise[s]), tok.mask) for s, tok in tokens.items()
         }
@@ -183,6 +196,7 @@ class DiffusionModule(L.LightningModule):
         self,
         n: int,
         labels: Mapping[str, Tensor] | None = None,
+        numbers: Mapping[str, Tensor] | None = None,
         *,
         steps: int | None = None,
         method: str | None = None,
@@ -193,13 +207,18 @@ class DiffusionModule(L.LightningModule):
         """Sample n items per stream: {stream: media [n, ...]} as the adapters decode them.
 
         labels: {key: [n] class indices}; omitted keys are sampled unconditionally (null class).
-        steps / method / cfg default to the recipe's `sample` section; sizes are the adapters' defaults."""
+        numbers: {name: [n] float} (e.g. seconds); omitted names take the data adapter's `default_numbers`.
+        They reach every adapter's `layout` (which masks tokens past each item's extent) and the model.
+        steps / method / cfg default to the recipe's `sample` section; other sizes are the adapters'
+        defaults."""
         settings = self.recipe.sample
         steps, method = steps or settings.steps, method or settings.sampler
         cfg = settings.cfg if cfg is None else cfg
         was_training = self.training
         self.eval()
-        layouts = {s: a.layout(n).to(self.device) for s, a in self.adapters.items()}
+        defaults = self.adapters[self.stream].default_numbers()
+        numbers = {**{k: torch.full((n,), float(v)) for k, v in defaults.items()}, **(numbers or {})}
+        layouts = {s: a.layout(n, numbers).to(self.device) for s, a in self.adapters.items()}
         full = {
             k: torch.full((n,), self.model.label_embedders[k].null_index) for k in self.model.label_embedders
         }
@@ -209,7 +228,12 @@ class DiffusionModule(L.LightningModule):
         generator = torch.Generator().manual_seed(seed)
         noise = {s: torch.randn(tok.x.shape, generator=generator).to(tok.x) for s, tok in layouts.items()}
         predict = guided_prediction(
-            self.model, layouts, full, scale=cfg, guided_features=self._guided_features()
+            self.model,
+            layouts,
+            full,
+            scale=cfg,
+            numbers=self._numbers(numbers),
+            guided_features=self._guided_features(),
         )
         if isinstance(self.objective, GaussianDiffusion):
             x = self.objective.respace(steps).sample(predict, noise, method, progress, generator)

@@ -36,7 +36,8 @@ class DataConfig:
 @dataclass
 class ConditioningConfig:
     labels: list[str] = field(default_factory=list)  # dataset label keys the model is conditioned on
-    dropout: float = 0.1  # share of training items whose conditions are dropped (classifier-free guidance)
+    dropout: float = 0.1  # share of training items whose labels are dropped (classifier-free guidance)
+    numbers: list[str] = field(default_factory=list)  # dataset numbers (e.g. seconds) embedded, never dropped
 
 
 @dataclass

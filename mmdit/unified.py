@@ -81,7 +81,10 @@ class UnifiedModule(DiffusionModule):
         """{"text": L, "diffusion": L} (the parts present) for one batch trained as `task`."""
         roles = self.recipe.tasks[task].roles
         draw_on = "cpu" if generator is not None else self.device
-        tokens = {s: self.adapters[s].encode(batch["media"][s]) for s in self.model.specs if s in roles}
+        numbers = batch.get("numbers", {})
+        tokens = {
+            s: self.adapters[s].encode(batch["media"][s], numbers) for s in self.model.specs if s in roles
+        }
         if drop > 0 and roles.get(self.text) in ("condition", "understand"):
             # Caption dropout: the empty prompt is the unconditional input that guidance samples against.
             tokens[self.text] = self._drop_text(tokens[self.text], drop, generator)
@@ -95,7 +98,13 @@ class UnifiedModule(DiffusionModule):
                 noise = torch.randn(tok.x.shape, generator=generator, device=draw_on).to(tok.x)
                 inputs[s], times[s] = tok.with_x(self.objective.add_noise(tok.x, noise, t)), t
                 targets[s] = self.objective.target(tok.x, noise)
-        out = self.model(inputs, times, self._labels(batch, drop), structure=role_structure(inputs, roles))
+        out = self.model(
+            inputs,
+            times,
+            self._labels(batch, drop),
+            numbers=self._numbers(numbers),
+            structure=role_structure(inputs, roles),
+        )
         losses = {}
         for s, tok in tokens.items():
             if roles[s] != "generate":
@@ -179,6 +188,7 @@ class UnifiedModule(DiffusionModule):
         self,
         n: int,
         labels: Mapping[str, Tensor] | None = None,
+        numbers: Mapping[str, Tensor] | None = None,
         *,
         prompts: Sequence[str] | None = None,
         steps: int | None = None,
@@ -189,7 +199,8 @@ class UnifiedModule(DiffusionModule):
     ) -> dict[str, Tensor]:
         """Media from text: {stream: media [n, ...]} for each media stream a task generates from the text.
 
-        prompts: n strings; or labels ({key: [n]}), turned into captions with the training templates."""
+        prompts: n strings; or labels ({key: [n]}), turned into captions with the training templates.
+        numbers: {name: [n]} (e.g. seconds), default the data adapter's, size the layout and condition."""
         if prompts is None:
             if not labels:
                 raise ValueError("give prompts, or labels to caption")
@@ -203,6 +214,9 @@ class UnifiedModule(DiffusionModule):
         ids = torch.stack([encode_text(p, text.max_length) for p in prompts])
         # The conditional and unconditional (empty prompt) halves run as one batch of 2n.
         prompt = text.encode(torch.cat([ids, self._empty_prompt(n, text.max_length)]).to(self.device))
+        defaults = self.adapters[self.stream].default_numbers()
+        numbers = {**{k: torch.full((n,), float(v)) for k, v in defaults.items()}, **(numbers or {})}
+        doubled_numbers = {k: v.repeat(2).to(self.device) for k, v in numbers.items()}
         was_training = self.training
         self.eval()
         media = {}
@@ -210,13 +224,13 @@ class UnifiedModule(DiffusionModule):
             if stream == self.text:
                 continue
             roles = self._task_of(stream)
-            layout = self.adapters[stream].layout(n).to(self.device)
+            layout = self.adapters[stream].layout(n, numbers).to(self.device)
             doubled = Tokens(layout.x.repeat(2, 1, 1), layout.pos.repeat(2, 1, 1), layout.mask.repeat(2, 1))
 
             def velocity(x: dict[str, Tensor], t: Tensor, stream=stream, doubled=doubled, roles=roles):
                 given = {self.text: prompt, stream: doubled.with_x(x[stream].repeat(2, 1, 1))}
                 times = {self.text: torch.zeros_like(t).repeat(2), stream: t.repeat(2)}
-                cond, uncond = self._forward(given, times, roles)[stream].chunk(2)
+                cond, uncond = self._forward(given, times, roles, doubled_numbers)[stream].chunk(2)
                 return {stream: uncond + cfg * (cond - uncond)}
 
             generator = torch.Generator().manual_seed(seed)
@@ -226,7 +240,13 @@ class UnifiedModule(DiffusionModule):
         self.train(was_training)
         return media
 
-    def _forward(self, given: Mapping[str, Tokens], times: Mapping[str, Tensor], roles: Mapping[str, str]):
+    def _forward(
+        self,
+        given: Mapping[str, Tokens],
+        times: Mapping[str, Tensor],
+        roles: Mapping[str, str],
+        numbers: Mapping[str, Tensor],
+    ) -> dict[str, Tensor]:
         """The model on `given` streams (put in the model's order), null labels, the roles' structure."""
         streams = {s: given[s] for s in self.model.specs if s in given}
         batch = next(iter(streams.values())).batch_size
@@ -234,28 +254,44 @@ class UnifiedModule(DiffusionModule):
             k: torch.full((batch,), e.null_index, device=self.device)
             for k, e in self.model.label_embedders.items()
         }
-        return self.model(streams, dict(times), labels, structure=role_structure(streams, roles))
+        return self.model(
+            streams,
+            dict(times),
+            labels,
+            numbers=self._numbers(numbers),
+            structure=role_structure(streams, roles),
+        )
 
     @torch.no_grad()
     def describe(
-        self, media: Tensor, stream: str | None = None, temperature: float = 0.0, seed: int = 0
+        self,
+        media: Tensor,
+        stream: str | None = None,
+        temperature: float = 0.0,
+        seed: int = 0,
+        numbers: Mapping[str, Tensor] | None = None,
     ) -> list[str]:
         """Texts about clean media [n, ...] of `stream` (default: the one the describing task reads), written
-        token by token: greedy at temperature 0, else sampled from softmax(logits / temperature)."""
+        token by token: greedy at temperature 0, else sampled from softmax(logits / temperature). numbers:
+        {name: [n]} of the media (e.g. seconds), default the data adapter's."""
         roles = self._task_of(self.text)
         stream = stream or next(s for s, r in roles.items() if s != self.text)
         text: TextAdapter = self.adapters[self.text]
         was_training = self.training
         self.eval()
-        clean = self.adapters[stream].encode(media.to(self.device))
-        n = clean.batch_size
+        n = len(media)
+        defaults = self.adapters[self.stream].default_numbers()
+        numbers = {**{k: torch.full((n,), float(v)) for k, v in defaults.items()}, **(numbers or {})}
+        numbers = {k: v.to(self.device) for k, v in numbers.items()}
+        clean = self.adapters[stream].encode(media.to(self.device), numbers)
         ids = text.layout(n).x.to(self.device)
         finished = torch.zeros(n, dtype=torch.bool, device=self.device)
         generator = torch.Generator().manual_seed(seed)
         zeros = torch.zeros(n, device=self.device)
         for i in range(text.max_length - 1):
             given = {stream: clean, self.text: text.encode(ids)}
-            logits = self._forward(given, {stream: zeros, self.text: zeros}, roles)[self.text][:, i].float()
+            times = {stream: zeros, self.text: zeros}
+            logits = self._forward(given, times, roles, numbers)[self.text][:, i].float()
             logits[:, [PAD, BOS]] = -torch.inf  # neither is ever written after BOS
             if temperature > 0:
                 probabilities = torch.softmax(logits / temperature, dim=-1).cpu()

@@ -24,7 +24,9 @@ class ModalityAdapter(ABC):
 
     Datasets an adapter returns yield items `{"media": Tensor, "labels": {name: int}}` and carry
     `classes: dict[str, list[str]]`, the class names of each label, so a model can be conditioned on them
-    and a user can ask for a class by name.
+    and a user can ask for a class by name. Items of variable-length media also carry `"numbers": {name:
+    float}` (audio: `{"seconds": duration}`): the media is padded to a fixed size, and `encode` / `layout`
+    read the numbers to mask the padding (a recipe may also condition the model on them).
     """
 
     name: ClassVar[str]
@@ -38,17 +40,23 @@ class ModalityAdapter(ABC):
         """How the backbone sees this stream: features per token, position scheme, axes."""
 
     @abstractmethod
-    def encode(self, media: Tensor) -> Tokens:
+    def encode(self, media: Tensor, numbers: Mapping[str, Tensor] | None = None) -> Tokens:
         """A collated batch of media -> tokens. Must be inverted exactly (or within a documented bound) by
-        `decode`."""
+        `decode`. numbers: the batch's {name: [B] float}; an adapter of variable-length media marks the
+        tokens past each item's extent mask=False (no attention to them, no loss on them)."""
 
     @abstractmethod
     def decode(self, tokens: Tokens) -> Tensor:
         """Tokens -> a batch of media in the layout `encode` takes."""
 
     @abstractmethod
-    def layout(self, batch_size: int, **spec: Any) -> Tokens:
-        """A skeleton (zeros, positions, mask) for sampling `batch_size` items of the requested size."""
+    def layout(self, batch_size: int, numbers: Mapping[str, Tensor] | None = None, **spec: Any) -> Tokens:
+        """A skeleton (zeros, positions, mask) for sampling `batch_size` items of the requested size;
+        numbers {name: [B] float} give each item's extent where the adapter reads them."""
+
+    def default_numbers(self) -> dict[str, float]:
+        """The numbers `generate` uses when none are given (audio: the clip length); none by default."""
+        return {}
 
     @abstractmethod
     def load(self, path: str | Path) -> Tensor:

@@ -90,8 +90,9 @@ class ImageAdapter(ModalityAdapter):
         grid = (self.size[0] // p, self.size[1] // p) if self.positions == "sincos" else None
         return StreamSpec(name, features=self.channels * p * p, positions=self.positions, axes=2, grid=grid)
 
-    def encode(self, media: Tensor) -> Tokens:
-        """Images [B, C, H, W] in [0, 1] -> Tokens(x [B, N, p*p*C] in [-1, 1], pos [B, N, 2], mask)."""
+    def encode(self, media: Tensor, numbers: Mapping[str, Tensor] | None = None) -> Tokens:
+        """Images [B, C, H, W] in [0, 1] -> Tokens(x [B, N, p*p*C] in [-1, 1], pos [B, N, 2], mask).
+        Images are never padded, so `numbers` is unused."""
         if media.ndim != 4 or media.shape[1] != self.channels:
             raise ValueError(f"images must be [B, C={self.channels}, H, W], got {tuple(media.shape)}")
         x, pos = patchify(media * 2 - 1, self.patch_size)
@@ -102,9 +103,14 @@ class ImageAdapter(ModalityAdapter):
         images = unpatchify(tokens.x, tokens.pos, self.patch_size, self.channels)
         return ((images + 1) / 2).clamp(0, 1)
 
-    def layout(self, batch_size: int, size: Sequence[int] | None = None) -> Tokens:
+    def layout(
+        self,
+        batch_size: int,
+        numbers: Mapping[str, Tensor] | None = None,
+        size: Sequence[int] | None = None,
+    ) -> Tokens:
         """Zeros x [B, N, p*p*C], positions and an all-True mask for images of `size` = (H, W) (default
-        the adapter's)."""
+        the adapter's); `numbers` is unused."""
         h, w = self.size if size is None else self._check_size(size)
         p = self.patch_size
         pos = grid_positions(h // p, w // p, batch_size)

@@ -17,6 +17,8 @@ from sklearn.datasets import load_digits
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from modalities.folders import labelled_files
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 PIL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 SPLITS = ("train", "heldout")
@@ -103,27 +105,10 @@ class MediaFolder(Dataset):
         seed: int = 0,
     ) -> None:
         self.root, self.read = Path(root), read
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"{kind} folder {self.root} does not exist")
-        # Sorted so the fixed-seed split does not depend on the file system's listing order.
-        files = sorted(
-            (p for p in self.root.rglob("*") if p.is_file() and p.suffix.lower() in suffixes),
-            key=lambda p: p.relative_to(self.root).as_posix(),
-        )
-        if not files:
-            raise FileNotFoundError(f"no {kind} files ({', '.join(suffixes)}) under {self.root}")
-        folders = [p.relative_to(self.root).parts[0] if p.parent != self.root else None for p in files]
-        if None in folders and any(folders):
-            stray = files[folders.index(None)]
-            raise ValueError(
-                f"{self.root} mixes {kind} files in class sub-folders with files directly in it "
-                f"(e.g. {stray}); put every file in a class sub-folder, or none"
-            )
-        names = sorted({f for f in folders if f is not None})
-        self.classes = {"class": names} if names else {}
+        files, labels, self.classes = labelled_files(self.root, suffixes, kind)
         index = split_indices(len(files), split, heldout_fraction, seed)
         self.files = [files[i] for i in index]
-        self.labels = [names.index(folders[i]) if names else None for i in index]
+        self.labels = [labels[i] for i in index]
 
     def __len__(self) -> int:
         return len(self.files)

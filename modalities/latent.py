@@ -53,7 +53,7 @@ class LatentAdapter(ImageAdapter):
     ) -> None:
         super().__init__(channels, patch_size, size, positions)
 
-    def encode(self, media: Tensor) -> Tokens:
+    def encode(self, media: Tensor, numbers: Mapping[str, Tensor] | None = None) -> Tokens:
         if media.ndim != 4 or media.shape[1] != self.channels:
             raise ValueError(f"latents must be [B, C={self.channels}, H, W], got {tuple(media.shape)}")
         x, pos = patchify(media, self.patch_size)

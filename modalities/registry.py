@@ -13,6 +13,7 @@ from modalities.base import ModalityAdapter
 ENTRY_POINT_GROUP = "mmdit.modalities"
 _BUILTIN = {
     "image": "modalities.image:ImageAdapter",
+    "audio": "modalities.audio:AudioAdapter",
     "latent": "modalities.latent:LatentAdapter",
     "text": "modalities.text:TextAdapter",
 }

@@ -85,8 +85,8 @@ class TextAdapter(ModalityAdapter):
     def stream(self, name: str) -> StreamSpec:
         return StreamSpec(name, features=1, vocab=VOCAB, positions="rope", axes=1)
 
-    def encode(self, media: Tensor) -> Tokens:
-        """ids [B, L] long -> Tokens(x = ids, pos [B, L, 1], mask = not PAD)."""
+    def encode(self, media: Tensor, numbers: Mapping[str, Tensor] | None = None) -> Tokens:
+        """ids [B, L] long -> Tokens(x = ids, pos [B, L, 1], mask = not PAD). Texts take no numbers."""
         if media.ndim != 2 or torch.is_floating_point(media):
             raise ValueError(f"texts must be integer ids [B, L], got {media.dtype} {tuple(media.shape)}")
         pos = torch.arange(media.shape[1], device=media.device, dtype=torch.float32)
@@ -95,7 +95,7 @@ class TextAdapter(ModalityAdapter):
     def decode(self, tokens: Tokens) -> Tensor:
         return tokens.x
 
-    def layout(self, batch_size: int) -> Tokens:
+    def layout(self, batch_size: int, numbers: Mapping[str, Tensor] | None = None) -> Tokens:
         """The start of generation: BOS, then PAD up to max_length."""
         ids = torch.full((batch_size, self.max_length), PAD, dtype=torch.long)
         ids[:, 0] = BOS

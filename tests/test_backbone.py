@@ -274,6 +274,23 @@ def test_label_and_pooled_conditioning():
     assert torch.equal(null_class["a"][1], out["a"][1])  # item 1 already had the null class
 
 
+def test_number_conditioning_is_checked_and_changes_the_prediction():
+    model = tiny([NONE], numbers=["seconds"])
+    g = torch.Generator().manual_seed(10)
+    streams = {"a": make_tokens(NONE, 2, 5, g)}
+    t = torch.tensor([0.5, 0.5])
+    out = model(streams, t, numbers={"seconds": torch.tensor([1.0, 2.5])})
+    with pytest.raises(KeyError, match="missing \\['seconds'\\]"):
+        model(streams, t)
+    with pytest.raises(KeyError, match="unknown \\['frames'\\]"):
+        model(streams, t, numbers={"seconds": torch.ones(2), "frames": torch.ones(2)})
+    other = model(streams, t, numbers={"seconds": torch.tensor([1.0, 0.5])})
+    assert torch.equal(other["a"][0], out["a"][0]) and changed(other["a"][1], out["a"][1])
+    # A number embeds as the timestep does, through its own MLP.
+    features = model.number_embedders["seconds"].mlp[0].in_features
+    assert features == model.t_embedder.mlp[0].in_features
+
+
 def test_unconditional_model_rejects_labels():
     model = tiny([NONE])
     g = torch.Generator().manual_seed(9)

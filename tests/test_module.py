@@ -148,7 +148,33 @@ def test_guidance_leaves_the_learned_variance_and_unguided_channels_conditional(
     x, t = {"image": torch.randn(2, 16, 4)}, torch.full((2,), 0.5)
     labels = {"digit": torch.tensor([2, 5])}
     plain = guided_prediction(module.model, layouts, labels, scale=1.0)(x, t)["image"]
-    guided = guided_prediction(module.model, layouts, labels, 4.0, module._guided_features())(x, t)["image"]
+    guided = guided_prediction(module.model, layouts, labels, 4.0, guided_features=module._guided_features())(
+        x, t
+    )["image"]
     torch.testing.assert_close(guided, plain)
     _, module = build(*GAUSSIAN)
     assert module._guided_features()["image"].tolist() == [True] * 4 + [False] * 4
+
+
+def test_numbers_reach_both_guidance_halves_and_a_missing_one_is_named():
+    data, module = build("conditioning.numbers=[seconds]")
+    for p in module.model.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    layout = {"image": module.adapters["image"].layout(2)}
+    x, t = {"image": torch.randn(2, 16, 4)}, torch.full((2,), 0.5)
+    labels, null = {"digit": torch.tensor([1, 2])}, {"digit": torch.full((2,), 10)}
+    seconds = {"seconds": torch.tensor([1.0, 3.0])}
+    tokens = {"image": layout["image"].with_x(x["image"])}
+    unconditional = module.model(tokens, t, null, numbers=seconds)["image"]
+    guided = guided_prediction(module.model, layout, labels, scale=0.0, numbers=seconds)(x, t)["image"]
+    torch.testing.assert_close(guided, unconditional)
+    other = module.model(tokens, t, null, numbers={"seconds": torch.tensor([1.0, 2.0])})["image"]
+    assert torch.equal(other[0], unconditional[0]) and not torch.allclose(other[1], unconditional[1])
+    # Digits carry no numbers: a recipe that asks for one fails at the first batch, naming it.
+    batch = next(iter(data.train_dataloader()))
+    with pytest.raises(KeyError, match=r"conditioning.numbers \['seconds'\]"):
+        module.diffusion_loss(batch, drop=0.0)
+    with pytest.raises(KeyError, match="seconds"):
+        module.generate(2, labels, steps=1)
+    images = module.generate(2, labels, {"seconds": torch.tensor([1.0, 2.0])}, steps=1)["image"]
+    assert images.shape == (2, 1, 8, 8)

@@ -56,9 +56,9 @@ def test_clean_streams_sit_at_time_zero_and_pass_unchanged(monkeypatch):
     batch = next(iter(data.train_dataloader()))
     seen = {}
 
-    def spy(streams, t, labels=None, pooled=None, structure=None):
-        seen.update(streams=streams, t=t, structure=structure)
-        return original(streams, t, labels, pooled, structure)
+    def spy(streams, t, labels=None, **conditions):
+        seen.update(streams=streams, t=t)
+        return original(streams, t, labels, **conditions)
 
     original = module.model.forward
     monkeypatch.setattr(module.model, "forward", spy)
