@@ -36,7 +36,8 @@ def understanding(module: UnifiedModule, heldout, key: str, show_progress: bool)
             }
             written += module.describe(media, module.stream, numbers=numbers)
             progress.advance(task, len(media))
-    captions = module.prompts_for({key: torch.tensor(truth)}, "heldout")
+    labels = {k: torch.tensor([item["labels"][k] for item in items]) for k in module.preview_label_keys()}
+    captions = module.prompts_for(labels, "heldout")
 
     def named(texts: list[str]) -> float:
         hits = [text.names_in(t, key, module.classes) == [c] for t, c in zip(texts, truth, strict=True)]

@@ -119,3 +119,16 @@ def test_unified_fit_sample_from_prompt_and_describe_through_the_cli(tmp_path, c
     assert [line.split("\t")[0] for line in lines] == files
     assert main(["describe", str(weights), files[0], "--temperature", "1.0"]) == 0
     assert main(["sample", str(weights), "--prompt", "x" * 40, "--n", "1"]) == 2  # longer than max_length
+
+
+def test_unified_notes_trains_both_tasks_on_audio():
+    recipe = load_recipe("unified-notes", [*TINY, "model.width=32"])
+    data = MediaDataModule(recipe, build_adapter("audio", **recipe.streams.audio.options))
+    module = UnifiedModule(recipe, data.classes)
+    batch = next(iter(data.train_dataloader()))
+    assert set(module.task_losses(batch, "play", drop=0.1)) == {"diffusion"}
+    assert set(module.task_losses(batch, "name", drop=0.0)) == {"text"}
+    prompts = module.prompts_for({"pitch": torch.tensor([6]), "timbre": torch.tensor([1])}, "heldout")
+    assert prompts == ["a F#3 played by a pluck"]
+    texts = module.describe(batch["media"]["audio"][:2])
+    assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
