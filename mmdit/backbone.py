@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from mmdit.attention import key_padding_mask
+from mmdit.attention_layouts import LAYOUTS, block_masks
 from mmdit.blocks import FinalLayer, JointBlock, SingleBlock
 from mmdit.embeddings import LabelEmbedder, PooledEmbedder, TimestepEmbedder
 from mmdit.positions import SinCosTable, rope_angles, split_head_dim
@@ -59,6 +59,9 @@ class MMDiT(nn.Module):
     makes that stream's adaLN vector [B, width]. Sequence conditioning (text, another modality) is simply
     another stream.
 
+    `attention` is the layout of `mmdit.attention_layouts`: "full" joint attention, or "factorised" blocks
+    alternating spatial and temporal attention over 3-axis streams (Latte).
+
     `time_frequency_shift` and `mlp_norm_eps` exist for diffusers' DiT port, which differs from the original
     DiT in both (see `mmdit.convert.dit`); the defaults are DiT's and SD3's.
     """
@@ -77,6 +80,7 @@ class MMDiT(nn.Module):
         rope_theta: float = 10000.0,
         time_frequency_shift: float = 0.0,
         mlp_norm_eps: float = 1e-6,
+        attention: str = "full",
     ):
         super().__init__()
         if not streams:
@@ -84,6 +88,9 @@ class MMDiT(nn.Module):
         if joint_depth + single_depth < 1:
             raise ValueError("MMDiT needs at least one block (joint_depth + single_depth >= 1)")
         self.specs = {s.name: s for s in streams}
+        if attention not in LAYOUTS:
+            raise ValueError(f"attention must be one of {LAYOUTS}, got {attention!r}")
+        self.attention = attention
         self.width, self.heads, self.rope_theta = width, heads, rope_theta
         head_dim = width // heads
         self.rope_axes_dim = {
@@ -191,9 +198,9 @@ class MMDiT(nn.Module):
             if s in self.pos_tables:
                 xs[s] = xs[s] + self.pos_tables[s](tokens.pos)
         angles = self.rope(streams, names)
-        mask = key_padding_mask(torch.cat([streams[s].mask for s in names], dim=1))
-        for block in [*self.joint_blocks, *self.single_blocks]:
-            xs = block(xs, conds, angles, mask)
+        masks = block_masks(self.attention, [streams[s] for s in names])
+        for i, block in enumerate([*self.joint_blocks, *self.single_blocks]):
+            xs = block(xs, conds, angles, masks[i % len(masks)])
         return {s: self.outputs[s](xs[s], conds[s]) for s in names}
 
     def rope(self, streams: Mapping[str, Tokens], names: list[str]) -> Tensor | None:

@@ -48,6 +48,7 @@ class ModelConfig:
     heads: int | None = None
     mlp_ratio: float = 4.0
     qk_norm: bool = True
+    attention: str = "full"  # "full" joint attention, or "factorised" spatial / temporal blocks (video)
     time_frequency_shift: float = 0.0  # 1 for checkpoints converted from diffusers' DiT port
     mlp_norm_eps: float = 1e-6  # 1e-5 for checkpoints converted from diffusers' DiT port
 

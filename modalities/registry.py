@@ -14,6 +14,7 @@ ENTRY_POINT_GROUP = "mmdit.modalities"
 _BUILTIN = {
     "image": "modalities.image:ImageAdapter",
     "latent": "modalities.latent:LatentAdapter",
+    "video": "modalities.video:VideoAdapter",
 }
 _registered: dict[str, type[ModalityAdapter]] = {}
 
