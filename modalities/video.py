@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from einops import rearrange
 from torch import Tensor
@@ -24,7 +25,7 @@ from modalities.image import grid_image, to_pil
 from modalities.image_datasets import SPLITS
 from modalities.video_datasets import DIRECTIONS, MovingDigits, VideoFolder
 from modalities.video_files import read_video, write_video
-from modalities.video_metrics import MovingDigitJudge
+from modalities.video_metrics import MovingDigitJudge, folder_scores
 
 
 def tubelet_positions(grid: tuple[int, int, int], batch_size: int, device=None) -> Tensor:
@@ -176,19 +177,25 @@ class VideoAdapter(ModalityAdapter):
     ) -> dict[str, dict[str, float]]:
         """Moving digits: per-frame digit accuracy of a digit judge on the tracked crop, the share of clips
         whose digit stays the same, and the start direction read from the centroid track; the reference row
-        scores the held-out clips (real digits never seen in training)."""
+        scores the held-out clips (real digits never seen in training). Other data (a folder of videos):
+        `folder_scores` (Fréchet distance of pooled clips, motion, and class accuracy when labelled)."""
+        real = [heldout[i] for i in range(len(heldout))]
+        clips = torch.stack([item["media"] for item in real])
         if not isinstance(train, MovingDigits):
-            raise ValueError(
-                "video evaluation judges moving-digits clips (digit and direction); a folder of videos has "
-                "no judge yet"
-            )
+            key = "class" if "class" in labels and getattr(train, "classes", {}) else None
+            train_items = [train[i] for i in range(len(train))]
+            train_clips = torch.stack([item["media"] for item in train_items])
+            if key is None:
+                return folder_scores(generated, None, (train_clips, None), (clips, None))
+            train_labels = np.array([item["labels"][key] for item in train_items])
+            heldout_labels = np.array([item["labels"][key] for item in real])
+            wanted = labels[key].cpu().numpy()
+            return folder_scores(generated, wanted, (train_clips, train_labels), (clips, heldout_labels))
         for key in ("digit", "direction"):
             if key not in labels:
                 raise KeyError(f"evaluate needs the requested {key!r} labels; got {sorted(labels)}")
         judge = MovingDigitJudge(train.digits.images[:, 0], train.digits.labels.numpy(), train.canvas)
         compass = list(DIRECTIONS.values())
-        real = [heldout[i] for i in range(len(heldout))]
-        clips = torch.stack([item["media"] for item in real])
         digits = torch.tensor([item["labels"]["digit"] for item in real])
         directions = torch.tensor([item["labels"]["direction"] for item in real])
         return {

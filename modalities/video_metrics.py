@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
-from mmdit.metrics import ClassifierJudge
+from mmdit.metrics import ClassifierJudge, frechet_distance
 
 INK = 0.2  # pixel values below this are background (generated clips carry faint noise)
 DIRECTION_STEPS = 2  # the track's first steps, free of bounces in the moving-digits data
@@ -85,3 +85,46 @@ class MovingDigitJudge:
             ),
             "samples": b,
         }
+
+
+def clip_features(clips: Tensor) -> np.ndarray:
+    """clips [B, C, T, H, W] -> [B, C*4*8*8]: each clip average-pooled to 4 × 8 × 8 (a coarse summary of
+    appearance and motion that any clip size maps to)."""
+    pooled = F.adaptive_avg_pool3d(clips.detach().float().cpu(), (4, 8, 8))
+    return rearrange(pooled, "b c t h w -> b (c t h w)").numpy()
+
+
+def motion(clips: Tensor) -> float:
+    """Mean absolute change between consecutive frames of clips [B, C, T, H, W] (0 for still clips)."""
+    return float((clips[:, :, 1:] - clips[:, :, :-1]).abs().mean())
+
+
+def folder_scores(
+    generated: Tensor,
+    wanted: np.ndarray | None,
+    train: tuple[Tensor, np.ndarray | None],
+    heldout: tuple[Tensor, np.ndarray | None],
+) -> dict[str, dict[str, float]]:
+    """Scores for any clips: the Fréchet distance of pooled clip features to held-out clips, the mean
+    frame-to-frame motion and, with class labels (`wanted` [B], the classes asked for), the accuracy of a
+    ClassifierJudge trained on the train clips. The reference row scores held-out clips, with a train subset
+    as large as the held-out split standing in for samples in the distance."""
+    (train_clips, train_labels), (heldout_clips, heldout_labels) = train, heldout
+    train_x, heldout_x = clip_features(train_clips), clip_features(heldout_clips)
+    subset = np.random.default_rng(0).permutation(len(train_x))[: len(heldout_x)]
+    rows = {
+        "generated": {
+            "frechet_distance": frechet_distance(clip_features(generated), heldout_x),
+            "motion": motion(generated),
+        },
+        "reference": {
+            "frechet_distance": frechet_distance(train_x[subset], heldout_x),
+            "motion": motion(heldout_clips),
+        },
+    }
+    if wanted is not None and train_labels is not None:
+        judge = ClassifierJudge(train_x, train_labels)
+        rows["generated"]["accuracy"] = judge.accuracy(clip_features(generated), wanted)
+        rows["reference"]["accuracy"] = judge.accuracy(heldout_x, heldout_labels)
+    rows["generated"]["samples"], rows["reference"]["samples"] = len(generated), len(heldout_clips)
+    return rows

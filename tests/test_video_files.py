@@ -103,3 +103,10 @@ def test_video_folder_labels_padding_and_adapter_files(tmp_path):
             assert torch.equal(item["media"][:, 3], item["media"][:, 1])
     loaded = adapter.load(tmp_path / "right" / "0.mp4")
     assert loaded.shape == (1, 6, 16, 16)
+    # A folder has no digit judge: clips are scored by pooled-feature distance, motion and class accuracy.
+    noise = torch.rand(2, 1, 4, 8, 8)
+    report = adapter.evaluate(noise, {"class": torch.tensor([0, 1])}, train, heldout)
+    generated, reference = report["generated"], report["reference"]
+    assert set(generated) == set(reference) == {"frechet_distance", "motion", "accuracy", "samples"}
+    assert generated["motion"] > 3 * reference["motion"] and reference["motion"] > 0
+    assert generated["frechet_distance"] > reference["frechet_distance"]
