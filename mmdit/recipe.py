@@ -56,6 +56,7 @@ class ModelConfig:
 @dataclass
 class ObjectiveConfig:
     type: str = "flow"  # "flow" (rectified flow) or "gaussian" (DDPM, as DiT-family checkpoints were trained)
+    prediction: str | None = None  # flow: velocity (default) or x0; Gaussian: epsilon (default), v or x0
     # rectified flow
     time_sampling: str = "logit_normal"
     logit_mean: float = 0.0
@@ -63,7 +64,6 @@ class ObjectiveConfig:
     shift: float = 1.0
     # Gaussian diffusion
     steps: int = 1000  # training steps T (linear betas 1e-4 -> 0.02, scaled by 1000 / T)
-    prediction: str = "epsilon"  # epsilon, v or x0
     learn_sigma: bool = False  # also predict the variance (IDDPM's learned range, hybrid loss)
 
 

@@ -106,8 +106,13 @@ class VideoAdapter(ModalityAdapter):
         """Tubelets along (t, h, w) of a full clip."""
         return tuple(n // p for n, p in zip((self.frames, *self.size), self.tubelet, strict=True))
 
+    @property
+    def features(self) -> int:
+        """Pixel values per token: pt * ph * pw * C."""
+        return self.channels * math.prod(self.tubelet)
+
     def stream(self, name: str) -> StreamSpec:
-        return StreamSpec(name, features=self.channels * math.prod(self.tubelet), positions="rope", axes=3)
+        return StreamSpec(name, features=self.features, positions="rope", axes=3)
 
     def encode(self, media: Tensor, numbers: Mapping[str, Tensor] | None = None) -> Tokens:
         """Clips [B, C, T, H, W] in [0, 1] -> Tokens(x [B, N, pt*ph*pw*C] in [-1, 1], pos [B, N, 3], mask);
@@ -127,7 +132,7 @@ class VideoAdapter(ModalityAdapter):
         """Zeros x [B, N, F] and positions for clips of the adapter's frames and size; `numbers["frames"]`
         [B] asks for shorter clips (their padding tubelets are masked)."""
         pos = tubelet_positions(self.grid, batch_size)
-        x = torch.zeros(batch_size, pos.shape[1], self.stream("").features)
+        x = torch.zeros(batch_size, pos.shape[1], self.features)
         return Tokens(x, pos, frame_mask(pos, (numbers or {}).get("frames"), self.tubelet[0]))
 
     def load(self, path: str | Path) -> Tensor:
