@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from mmdit.attention import attention_mask
+from mmdit.attention_layouts import LAYOUTS, block_masks
 from mmdit.blocks import FinalLayer, JointBlock, SingleBlock
 from mmdit.embeddings import LabelEmbedder, PooledEmbedder, TimestepEmbedder
 from mmdit.positions import SinCosTable, rope_angles, split_head_dim
@@ -68,6 +68,9 @@ class MMDiT(nn.Module):
     count) are embedded as the timestep is: sinusoidal features of value * 1000, then an MLP. Sequence
     conditioning (text, another modality) is simply another stream.
 
+    `attention` is the layout of `mmdit.attention_layouts`: "full" joint attention, or "factorised" blocks
+    alternating spatial and temporal attention over 3-axis streams (Latte).
+
     `time_frequency_shift` and `mlp_norm_eps` exist for diffusers' DiT port, which differs from the original
     DiT in both (see `mmdit.convert.dit`); the defaults are DiT's and SD3's.
 
@@ -91,6 +94,7 @@ class MMDiT(nn.Module):
         rope_theta: float = 10000.0,
         time_frequency_shift: float = 0.0,
         mlp_norm_eps: float = 1e-6,
+        attention: str = "full",
         checkpointing: bool = False,
         compile: bool = False,
     ):
@@ -100,6 +104,9 @@ class MMDiT(nn.Module):
         if joint_depth + single_depth < 1:
             raise ValueError("MMDiT needs at least one block (joint_depth + single_depth >= 1)")
         self.specs = {s.name: s for s in streams}
+        if attention not in LAYOUTS:
+            raise ValueError(f"attention must be one of {LAYOUTS}, got {attention!r}")
+        self.attention = attention
         self.width, self.heads, self.rope_theta = width, heads, rope_theta
         head_dim = width // heads
         self.rope_axes_dim = {
@@ -245,8 +252,9 @@ class MMDiT(nn.Module):
             if s in self.pos_tables:
                 xs[s] = xs[s] + self.pos_tables[s](tokens.pos)
         angles = self.rope(streams, names)
-        mask = attention_mask(torch.cat([streams[s].mask for s in names], dim=1), structure)
-        for block in [*self.joint_blocks, *self.single_blocks]:
+        masks = block_masks(self.attention, [streams[s] for s in names], structure)
+        for i, block in enumerate([*self.joint_blocks, *self.single_blocks]):
+            mask = masks[i % len(masks)]
             if self.checkpointing and torch.is_grad_enabled():
                 xs = checkpoint(block, xs, conds, angles, mask, items, use_reentrant=False)
             else:

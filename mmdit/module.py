@@ -134,7 +134,10 @@ class DiffusionModule(L.LightningModule):
         noised = {s: tok.with_x(flow.add_noise(tok.x, noise[s], t)) for s, tok in tokens.items()}
         predictions = self.model(noised, t, **conditions)
         return {
-            s: flow.loss(predictions[s], flow.target(tok.x, noise[s]), tok.mask) for s, tok in tokens.items()
+            s: flow.loss(
+                flow.velocity(predictions[s], noised[s].x, t), flow.target(tok.x, noise[s]), tok.mask
+            )
+            for s, tok in tokens.items()
         }
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
@@ -238,7 +241,12 @@ class DiffusionModule(L.LightningModule):
         if isinstance(self.objective, GaussianDiffusion):
             x = self.objective.respace(steps).sample(predict, noise, method, progress, generator)
         else:
-            x = sampler(method)(predict, noise, self.objective.schedule(steps, self.device), progress)
+            flow = self.objective
+
+            def velocity(x: dict[str, Tensor], t: Tensor) -> dict[str, Tensor]:
+                return {s: flow.velocity(out, x[s], t) for s, out in predict(x, t).items()}
+
+            x = sampler(method)(velocity, noise, flow.schedule(steps, self.device), progress)
         self.train(was_training)
         return {s: self.adapters[s].decode(tok.with_x(x[s])) for s, tok in layouts.items()}
 

@@ -8,17 +8,20 @@ from mmdit.flow import RectifiedFlow
 from mmdit.gaussian import GaussianDiffusion
 
 FLOW_KEYS = ("time_sampling", "logit_mean", "logit_std", "shift")
-GAUSSIAN_KEYS = ("steps", "prediction", "learn_sigma")
+DEFAULT_PREDICTION = {"flow": "velocity", "gaussian": "epsilon"}
+GAUSSIAN_KEYS = ("steps", "learn_sigma")
 SAMPLERS = {"flow": ("euler", "heun"), "gaussian": ("ddpm", "ddim")}
 
 
 def build_objective(config: DictConfig) -> RectifiedFlow | GaussianDiffusion:
-    """`objective.type` "flow" reads the flow keys, "gaussian" the Gaussian ones."""
+    """`objective.type` "flow" reads the flow keys, "gaussian" the Gaussian ones; both read `prediction`
+    (default: velocity for flow, epsilon for Gaussian)."""
+    if config.type not in DEFAULT_PREDICTION:
+        raise ValueError(f"objective.type must be flow or gaussian, got {config.type!r}")
+    prediction = config.prediction or DEFAULT_PREDICTION[config.type]
     if config.type == "flow":
-        return RectifiedFlow(**{k: config[k] for k in FLOW_KEYS})
-    if config.type == "gaussian":
-        return GaussianDiffusion(**{k: config[k] for k in GAUSSIAN_KEYS})
-    raise ValueError(f"objective.type must be flow or gaussian, got {config.type!r}")
+        return RectifiedFlow(**{k: config[k] for k in FLOW_KEYS}, prediction=prediction)
+    return GaussianDiffusion(**{k: config[k] for k in GAUSSIAN_KEYS}, prediction=prediction)
 
 
 def check_sampler(objective_type: str, name: str) -> None:

@@ -58,6 +58,7 @@ class ModelConfig:
     heads: int | None = None
     mlp_ratio: float = 4.0
     qk_norm: bool = True
+    attention: str = "full"  # "full" joint attention, or "factorised" spatial / temporal blocks (video)
     time_frequency_shift: float = 0.0  # 1 for checkpoints converted from diffusers' DiT port
     mlp_norm_eps: float = 1e-6  # 1e-5 for checkpoints converted from diffusers' DiT port
     checkpointing: bool = False  # recompute block activations in the backward pass (memory for compute)
@@ -67,6 +68,7 @@ class ModelConfig:
 @dataclass
 class ObjectiveConfig:
     type: str = "flow"  # "flow" (rectified flow) or "gaussian" (DDPM, as DiT-family checkpoints were trained)
+    prediction: str | None = None  # flow: velocity (default) or x0; Gaussian: epsilon (default), v or x0
     # rectified flow
     time_sampling: str = "logit_normal"
     logit_mean: float = 0.0
@@ -74,7 +76,6 @@ class ObjectiveConfig:
     shift: float = 1.0
     # Gaussian diffusion
     steps: int = 1000  # training steps T (linear betas 1e-4 -> 0.02, scaled by 1000 / T)
-    prediction: str = "epsilon"  # epsilon, v or x0
     learn_sigma: bool = False  # also predict the variance (IDDPM's learned range, hybrid loss)
     # unified recipes: loss = text losses + diffusion_weight * diffusion losses (Transfusion's λ)
     diffusion_weight: float = 1.0

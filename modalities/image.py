@@ -125,7 +125,7 @@ class ImageAdapter(ModalityAdapter):
         """item [C, H, W] in [0, 1] -> an 8-bit PNG at `path`."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        _to_pil(item).save(path, format="PNG")
+        to_pil(item).save(path, format="PNG")
         return path
 
     def preview(self, media: Tensor, path: str | Path) -> Path:
@@ -133,7 +133,7 @@ class ImageAdapter(ModalityAdapter):
         (nearest) to at least 64 px."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        _to_pil(_grid(media.detach().float().cpu())).save(path, format="PNG")
+        to_pil(grid_image(media.detach().float().cpu())).save(path, format="PNG")
         return path
 
     def dataset(self, source: str | Mapping[str, Any], split: str) -> Dataset:
@@ -211,7 +211,7 @@ def _matching_subset(pool: np.ndarray, target: np.ndarray, seed: int) -> np.ndar
     return np.concatenate(picks)
 
 
-def _to_pil(item: Tensor) -> Image.Image:
+def to_pil(item: Tensor) -> Image.Image:
     """[C, H, W] in [0, 1] -> an 8-bit pillow image."""
     pixels = (item.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
     mode = pil_mode(pixels.shape[0])
@@ -219,10 +219,11 @@ def _to_pil(item: Tensor) -> Image.Image:
     return Image.fromarray(array[:, :, 0] if mode == "L" else array, mode=mode)
 
 
-def _grid(media: Tensor) -> Tensor:
-    """media [B, C, H, W] -> one image [C, rows*(s*H+2)+2, cols*(s*W+2)+2], s the nearest upscale factor."""
+def grid_image(media: Tensor, cols: int | None = None) -> Tensor:
+    """media [B, C, H, W] -> one image [C, rows*(s*H+2)+2, cols*(s*W+2)+2], s the nearest upscale factor;
+    `cols` defaults to ceil(sqrt(B))."""
     b, c, h, w = media.shape
-    cols = math.ceil(math.sqrt(b))
+    cols = cols or math.ceil(math.sqrt(b))
     rows = math.ceil(b / cols)
     scale = math.ceil(PREVIEW_CELL / min(h, w))
     cells = F.interpolate(media, scale_factor=scale, mode="nearest-exact")

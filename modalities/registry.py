@@ -16,6 +16,7 @@ _BUILTIN = {
     "audio": "modalities.audio:AudioAdapter",
     "latent": "modalities.latent:LatentAdapter",
     "text": "modalities.text:TextAdapter",
+    "video": "modalities.video:VideoAdapter",
 }
 _registered: dict[str, type[ModalityAdapter]] = {}
 
