@@ -112,8 +112,9 @@ class UnifiedModule(DiffusionModule):
             if tok.discrete:
                 losses[TEXT] = losses.get(TEXT, 0) + text_loss(out[s], tok.x, tok.mask)
             else:
+                velocity = self.objective.velocity(out[s], inputs[s].x, times[s])
                 losses[DIFFUSION] = losses.get(DIFFUSION, 0) + self.objective.loss(
-                    out[s], targets[s], tok.mask
+                    velocity, targets[s], tok.mask
                 )
         return losses
 
@@ -231,7 +232,7 @@ class UnifiedModule(DiffusionModule):
                 given = {self.text: prompt, stream: doubled.with_x(x[stream].repeat(2, 1, 1))}
                 times = {self.text: torch.zeros_like(t).repeat(2), stream: t.repeat(2)}
                 cond, uncond = self._forward(given, times, roles, doubled_numbers)[stream].chunk(2)
-                return {stream: uncond + cfg * (cond - uncond)}
+                return {stream: self.objective.velocity(uncond + cfg * (cond - uncond), x[stream], t)}
 
             generator = torch.Generator().manual_seed(seed)
             noise = {stream: torch.randn(layout.x.shape, generator=generator).to(layout.x)}
