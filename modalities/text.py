@@ -53,11 +53,25 @@ def decode_text(ids: Tensor | Sequence[int]) -> str:
     return data.decode("utf-8", errors="replace")
 
 
+def expand_alternatives(template: str) -> list[str]:
+    """ "[a|the digit] {digit}" -> ["a {digit}", "the digit {digit}"]: every choice of every [x|y|...]
+    group, so a few lines of a recipe give many phrasings (an empty choice, "[, by hand|]", is allowed)."""
+    start = template.find("[")
+    if start < 0:
+        return [template]
+    end = template.find("]", start)
+    if end < 0:
+        raise ValueError(f"caption template {template!r} opens [ without closing it")
+    head, choices, tail = template[:start], template[start + 1 : end].split("|"), template[end + 1 :]
+    return [head + choice + rest for choice in choices for rest in expand_alternatives(tail)]
+
+
 class TextAdapter(ModalityAdapter):
     """Texts as ids [B, max_length] <-> discrete tokens with 1D positions.
 
     templates: caption templates, a list (used for both splits) or {"train": [...], "heldout": [...]}; a
-               field {label} is the class name, {label_word} the class's entry in `words`.
+               field {label} is the class name, {label_word} the class's entry in `words`; [x|y] groups
+               give alternatives (`expand_alternatives`).
     words:     {label: [a word per class]}, e.g. {"digit": ["zero", "one", ...]}.
     """
 
@@ -77,9 +91,12 @@ class TextAdapter(ModalityAdapter):
             unknown = set(templates) - set(SPLITS)
             if unknown:
                 raise KeyError(f"caption templates are keyed by split {SPLITS}; got {sorted(unknown)}")
-            self.templates = {split: list(templates.get(split, ())) for split in SPLITS}
+            given = {split: list(templates.get(split, ())) for split in SPLITS}
         else:
-            self.templates = dict.fromkeys(SPLITS, list(templates))
+            given = dict.fromkeys(SPLITS, list(templates))
+        self.templates = {
+            split: [t for line in lines for t in expand_alternatives(line)] for split, lines in given.items()
+        }
         self.words = {k: list(v) for k, v in (words or {}).items()}
 
     def stream(self, name: str) -> StreamSpec:

@@ -64,3 +64,20 @@ def test_text_files_round_trip(tmp_path):
     (tmp_path / "bad.txt").write_bytes(b"\xff\xfe bad")
     with pytest.raises(ValueError, match="bad.txt is not UTF-8"):
         adapter.load(tmp_path / "bad.txt")
+
+
+def test_template_alternatives_expand_to_every_choice():
+    from modalities.text import expand_alternatives
+
+    assert expand_alternatives("[a|the digit] {digit}[, by hand|]") == [
+        "a {digit}, by hand",
+        "a {digit}",
+        "the digit {digit}, by hand",
+        "the digit {digit}",
+    ]
+    adapter = build_adapter(
+        "text", templates={"train": ["[a|one] {digit}"], "heldout": ["this is a {digit}"]}
+    )
+    assert adapter.templates == {"train": ["a {digit}", "one {digit}"], "heldout": ["this is a {digit}"]}
+    with pytest.raises(ValueError, match="opens \\[ without closing"):
+        expand_alternatives("[a|b {digit}")
