@@ -11,7 +11,7 @@ from typing import Any
 from modalities.base import ModalityAdapter
 
 ENTRY_POINT_GROUP = "mmdit.modalities"
-_BUILTIN = {"image": "modalities.image:ImageAdapter"}
+_BUILTIN = {"image": "modalities.image:ImageAdapter", "mesh": "modalities.mesh:MeshAdapter"}
 _registered: dict[str, type[ModalityAdapter]] = {}
 
 
