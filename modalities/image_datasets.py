@@ -15,6 +15,8 @@ from sklearn.datasets import load_digits
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from modalities.folders import class_folder_files
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 PIL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 SPLITS = ("train", "heldout")
@@ -100,30 +102,14 @@ class ImageFolder(Dataset):
         seed: int = 0,
     ) -> None:
         self.root = Path(root)
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"image folder {self.root} does not exist")
         pil_mode(channels)
         self.size = None if size is None else (int(size[0]), int(size[1]))
         self.channels = channels
-        # Sorted so the fixed-seed split does not depend on the file system's listing order.
-        files = sorted(
-            (p for p in self.root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
-            key=lambda p: p.relative_to(self.root).as_posix(),
-        )
-        if not files:
-            raise FileNotFoundError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) under {self.root}")
-        folders = [p.relative_to(self.root).parts[0] if p.parent != self.root else None for p in files]
-        if None in folders and any(folders):
-            stray = files[folders.index(None)]
-            raise ValueError(
-                f"{self.root} mixes images in class sub-folders with images directly in it (e.g. {stray}); "
-                "put every image in a class sub-folder, or none"
-            )
-        names = sorted({f for f in folders if f is not None})
+        files, labels, names = class_folder_files(self.root, IMAGE_SUFFIXES, "image")
         self.classes = {"class": names} if names else {}
         index = split_indices(len(files), split, heldout_fraction, seed)
         self.files = [files[i] for i in index]
-        self.labels = [names.index(folders[i]) if names else None for i in index]
+        self.labels = [labels[i] if names else None for i in index]
 
     def __len__(self) -> int:
         return len(self.files)

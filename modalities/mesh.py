@@ -45,7 +45,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from mpl_toolkits.mplot3d.art3d import Poly3DCollection  # noqa: E402
 
 TOKENIZERS = ("sdf", "points")
-MARGIN = 0.1  # empty border of the unit cube around every normalised mesh (2.4 cells of a 24³ grid)
+MARGIN = 0.1  # empty border of the unit cube around every normalised mesh (1.6 cells of a 16³ grid)
 LIGHT = np.array([0.4, -0.5, 0.75]) / np.linalg.norm([0.4, -0.5, 0.75])
 CAMERA = {"elev": 25, "azim": -60}  # fixed, so previews of different runs compare
 
@@ -60,7 +60,7 @@ class MeshAdapter(ModalityAdapter):
     def __init__(
         self,
         tokenizer: str = "sdf",
-        resolution: int = 24,
+        resolution: int = 16,
         patch_size: int = 4,
         truncation: float = 3.0,
         points: int = POINTS,
@@ -186,16 +186,17 @@ def _watertight_share(tokenizer: SdfTokenizer, grids: Tensor) -> float:
 
 
 def _draw(ax, geometry: trimesh.Trimesh | trimesh.PointCloud) -> None:
-    """One shaded render (Lambert shading from a fixed light) or scatter plot in a 3D axis over the unit
-    cube."""
+    """One shaded render (Lambert shading from a fixed light) of a mesh, or a scatter plot of a point set
+    (anything without faces), in a 3D axis over the unit cube."""
     ax.set_axis_off()
     ax.view_init(**CAMERA)
     ax.set(xlim=(-0.5, 0.5), ylim=(-0.5, 0.5), zlim=(-0.5, 0.5))
     ax.set_box_aspect((1, 1, 1))
-    if isinstance(geometry, trimesh.PointCloud):
-        xyz = np.asarray(geometry.vertices)
-        ax.scatter(*xyz.T, s=0.5, c=xyz[:, 2], cmap="viridis", depthshade=True)
-    elif len(geometry.faces):
+    faces = getattr(geometry, "faces", None)
+    if faces is not None and len(faces):
         shade = 0.25 + 0.75 * np.clip(geometry.face_normals @ LIGHT, 0, 1)
         colours = np.array([0.35, 0.55, 0.85])[None] * shade[:, None]
         ax.add_collection3d(Poly3DCollection(geometry.triangles, facecolors=colours, linewidths=0))
+    elif len(geometry.vertices):
+        xyz = np.asarray(geometry.vertices)
+        ax.scatter(*xyz.T, s=0.5, c=xyz[:, 2], cmap="viridis", depthshade=True)

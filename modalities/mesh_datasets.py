@@ -20,16 +20,18 @@ import numpy as np
 import torch
 import trimesh
 from rich.progress import Progress
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from modalities.folders import class_folder_files
 from modalities.image_datasets import SPLITS, split_indices
 from modalities.mesh_sdf import normalise
 
 MESH_SUFFIXES = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf")
 SHAPE_CLASSES = ("box", "sphere", "cylinder", "cone", "torus", "capsule")
-SHAPES_VERSION = 1  # bump when the generator changes, so old caches are not reused
+SHAPES_VERSION = 2  # bump when the generator changes, so old caches are not reused
 SHAPES_PER_CLASS = {"train": 100, "heldout": 16}
 SHAPES_SEED = {"train": 0, "heldout": 1}
 
@@ -82,7 +84,7 @@ def make_shape(kind: str, rng: np.random.Generator) -> trimesh.Trimesh:
     elif kind == "cone":
         mesh = trimesh.creation.cone(rng.uniform(0.3, 0.7), rng.uniform(0.5, 1.5), sections=24)
     elif kind == "torus":
-        mesh = trimesh.creation.torus(1.0, rng.uniform(0.2, 0.45), major_sections=24, minor_sections=12)
+        mesh = trimesh.creation.torus(1.0, rng.uniform(0.3, 0.5), major_sections=24, minor_sections=12)
     elif kind == "capsule":
         mesh = trimesh.creation.capsule(rng.uniform(0.3, 1.2), rng.uniform(0.2, 0.5), count=[12, 12])
     else:
@@ -105,18 +107,24 @@ class CachedMeshes(Dataset):
     def _fill(
         self, cache: Path, count: int, mesh_at: Callable[[int], trimesh.Trimesh], encode: Encoder, names
     ) -> None:
-        """Load `cache`, or encode items 0..count-1 (`mesh_at(i)`; a ValueError skips the item with a
-        warning) and write it."""
+        """Load `cache`, or encode items 0..count-1 (`mesh_at(i)`; a ValueError skips the item) and write
+        it. Skipped items are counted in a warning, each time the dataset is built (the cache keeps them)."""
         if cache.is_file():
             stored = load_file(cache)
+            with safe_open(cache, "pt") as f:
+                skipped = json.loads((f.metadata() or {}).get("skipped", "[]"))
         else:
-            stored = self._encode(count, mesh_at, encode, names, f"encoding {cache.stem}")
+            stored, skipped = self._encode(count, mesh_at, encode, names, f"encoding {cache.stem}")
             cache.parent.mkdir(parents=True, exist_ok=True)
-            save_file(stored, cache)
+            save_file(stored, cache, metadata={"skipped": json.dumps(skipped)})
+        if skipped:
+            detail = "; ".join(skipped[:5])
+            warnings.warn(f"skipped {len(skipped)} of {count} meshes: {detail}", stacklevel=3)
         self.media, self.labels = stored["media"], stored["labels"]
         self.centre, self.scale, self.index = stored["centre"], stored["scale"], stored["index"]
 
-    def _encode(self, count, mesh_at, encode: Encoder, names, description: str) -> dict[str, Tensor]:
+    def _encode(self, count, mesh_at, encode: Encoder, names, description: str):
+        """-> ({media, labels, centre, scale, index}, [why each skipped item was skipped])."""
         media, index, centres, scales, skipped = [], [], [], [], []
         with Progress(transient=True) as progress:
             for i in progress.track(range(count), description=description):
@@ -129,20 +137,16 @@ class CachedMeshes(Dataset):
                 index.append(i)
                 centres.append(torch.from_numpy(centre))
                 scales.append(scale)
-        if skipped:
-            warnings.warn(
-                f"skipped {len(skipped)} of {count} meshes: " + "; ".join(skipped[:5]), stacklevel=3
-            )
         if not media:
             raise ValueError(f"no usable meshes ({count} tried): " + "; ".join(skipped[:5]))
-        index_t = torch.tensor(index)
-        return {
+        stored = {
             "media": torch.stack(media).contiguous(),
             "labels": torch.tensor([self._labels[i] for i in index]),
             "centre": torch.stack(centres).float(),
             "scale": torch.tensor(scales).float(),
-            "index": index_t,
+            "index": torch.tensor(index),
         }
+        return stored, skipped
 
     def __len__(self) -> int:
         return len(self.media)
@@ -199,30 +203,11 @@ class MeshFolder(CachedMeshes):
         seed: int = 0,
     ) -> None:
         self.root, self.margin = Path(root), margin
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"mesh folder {self.root} does not exist")
-        files = sorted(
-            (
-                p
-                for p in self.root.rglob("*")
-                if p.is_file() and p.suffix.lower() in MESH_SUFFIXES and ".mmdit-cache" not in p.parts
-            ),
-            key=lambda p: p.relative_to(self.root).as_posix(),
-        )
-        if not files:
-            raise FileNotFoundError(f"no mesh files ({', '.join(MESH_SUFFIXES)}) under {self.root}")
-        folders = [p.relative_to(self.root).parts[0] if p.parent != self.root else None for p in files]
-        if None in folders and any(folders):
-            stray = files[folders.index(None)]
-            raise ValueError(
-                f"{self.root} mixes meshes in class sub-folders with meshes directly in it (e.g. {stray}); "
-                "put every mesh in a class sub-folder, or none"
-            )
-        names = sorted({f for f in folders if f is not None})
+        files, labels, names = class_folder_files(self.root, MESH_SUFFIXES, "mesh")
         self.classes = {"class": names} if names else {}
         chosen = split_indices(len(files), split, heldout_fraction, seed)
-        self.files = files = [files[i] for i in chosen]
-        self._labels = [names.index(folders[i]) if names else -1 for i in chosen]
+        self.files = [files[i] for i in chosen]
+        self._labels = [labels[i] for i in chosen]
         stamps = [
             (p.relative_to(self.root).as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in self.files
         ]

