@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+MIN_TIME = 0.05  # the floor of t when an x0 prediction is turned into a velocity
+
 
 def shift_time(t: Tensor, shift: float) -> Tensor:
     """SD3's resolution shift t' = s t / (1 + (s - 1) t): s > 1 spends more time near noise, which larger
@@ -25,14 +27,20 @@ def _broadcast(t: Tensor, like: Tensor) -> Tensor:
 @dataclass(frozen=True)
 class RectifiedFlow:
     """time_sampling: "logit_normal" (SD3's default: sigmoid of N(logit_mean, logit_std)) or "uniform";
-    shift: the resolution shift applied to sampled training times and to the sampling schedule."""
+    shift: the resolution shift applied to sampled training times and to the sampling schedule;
+    prediction: what the network outputs, "velocity" (eps - x0, SD3) or "x0" (the clean data, turned into a
+    velocity (x_t - x0) / t for the loss and the samplers: JiT's x-prediction with a v-loss, which lets a
+    token carry more values than the model's width without leaving noise in the samples)."""
 
     time_sampling: str = "logit_normal"
     logit_mean: float = 0.0
     logit_std: float = 1.0
     shift: float = 1.0
+    prediction: str = "velocity"
 
     def __post_init__(self) -> None:
+        if self.prediction not in ("velocity", "x0"):
+            raise ValueError(f"flow prediction must be velocity or x0, got {self.prediction!r}")
         if self.time_sampling not in ("logit_normal", "uniform"):
             raise ValueError(f"time_sampling must be logit_normal or uniform, got {self.time_sampling!r}")
         if self.shift <= 0:
@@ -51,6 +59,13 @@ class RectifiedFlow:
         """x0, noise: [B, ...]; t: [B] -> x_t [B, ...]."""
         t = _broadcast(t, x0)
         return (1 - t) * x0 + t * noise
+
+    def velocity(self, output: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        """The network's output [B, ...] at x_t [B, ...], time t [B] -> the velocity it predicts. For x0
+        prediction t is floored at MIN_TIME, so the division stays bounded near the data (as JiT does)."""
+        if self.prediction == "velocity":
+            return output
+        return (x_t - output) / _broadcast(t.clamp_min(MIN_TIME), x_t)
 
     @staticmethod
     def target(x0: Tensor, noise: Tensor) -> Tensor:

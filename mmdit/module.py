@@ -97,7 +97,10 @@ class DiffusionModule(L.LightningModule):
             noised[s] = tok.with_x(self.flow.add_noise(tok.x, noise, t))
             targets[s] = self.flow.target(tok.x, noise)
         predictions = self.model(noised, t, self._labels(batch, drop))
-        return {s: self.flow.loss(predictions[s], targets[s], tokens[s].mask) for s in tokens}
+        return {
+            s: self.flow.loss(self.flow.velocity(predictions[s], noised[s].x, t), targets[s], tokens[s].mask)
+            for s in tokens
+        }
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
         losses = self.diffusion_loss(batch, self.recipe.conditioning.dropout)
@@ -178,7 +181,12 @@ class DiffusionModule(L.LightningModule):
         full = {k: v.to(self.device) for k, v in full.items()}
         generator = torch.Generator().manual_seed(seed)
         noise = {s: torch.randn(tok.x.shape, generator=generator).to(tok.x) for s, tok in layouts.items()}
-        velocity = guided_velocity(self.model, layouts, full, scale=cfg)
+        guided = guided_velocity(self.model, layouts, full, scale=cfg)
+
+        def velocity(x: dict[str, Tensor], t: Tensor) -> dict[str, Tensor]:
+            # Guidance mixes outputs linearly: mixing x0 estimates, then converting, equals mixing velocities.
+            return {s: self.flow.velocity(out, x[s], t) for s, out in guided(x, t).items()}
+
         x = sampler(method)(velocity, noise, self.flow.schedule(steps, self.device), progress)
         self.train(was_training)
         return {s: self.adapters[s].decode(tok.with_x(x[s])) for s, tok in layouts.items()}

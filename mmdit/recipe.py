@@ -56,6 +56,7 @@ class ObjectiveConfig:
     logit_mean: float = 0.0
     logit_std: float = 1.0
     shift: float = 1.0
+    prediction: str = "velocity"  # or "x0" (see mmdit/flow.py)
 
 
 @dataclass

@@ -11,6 +11,7 @@ Meshes are normalised into the unit cube first (the datasets keep each item's ce
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +21,8 @@ import matplotlib
 import numpy as np
 import trimesh
 from rich.progress import Progress
+from safetensors import safe_open
+from safetensors.numpy import save_file
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -29,9 +32,10 @@ from mmdit.tokens import Tokens
 from modalities.base import ModalityAdapter
 from modalities.image import matching_subset
 from modalities.image_datasets import SPLITS
-from modalities.mesh_datasets import MeshFolder, ShapesDataset, read_mesh
+from modalities.mesh_datasets import MeshFolder, ShapesDataset, cache_key, read_mesh
 from modalities.mesh_metrics import (
     POINTS,
+    chamfer_matrix,
     normalise_points,
     pointflow_scores,
     shape_descriptor,
@@ -48,6 +52,7 @@ TOKENIZERS = ("sdf", "points")
 MARGIN = 0.1  # empty border of the unit cube around every normalised mesh (1.6 cells of a 16³ grid)
 LIGHT = np.array([0.4, -0.5, 0.75]) / np.linalg.norm([0.4, -0.5, 0.75])
 CAMERA = {"elev": 25, "azim": -60}  # fixed, so previews of different runs compare
+REFERENCE_VERSION = 1  # bump when evaluation's treatment of the real data changes, so caches are redone
 
 
 class MeshAdapter(ModalityAdapter):
@@ -147,23 +152,52 @@ class MeshAdapter(ModalityAdapter):
         held-out in the same way (and held-out itself for accuracy and watertightness)."""
         items = generated.detach().float().cpu()
         generated_points = [self._points(item, seed=i) for i, item in enumerate(items)]
-        heldout_points = [surface_points(heldout.mesh(i), seed=i) for i in range(len(heldout))]
-        subset = matching_subset(train.labels.numpy(), heldout.labels.numpy(), seed=0)
-        train_points = [surface_points(train.mesh(i), seed=i) for i in subset]
+        real = self._reference(train, heldout)
+        heldout_points = list(real["heldout_points"])
         with Progress(transient=True) as progress:
-            scores = pointflow_scores(generated_points, heldout_points, progress)
-            reference = pointflow_scores(train_points, heldout_points, progress)
-        scores["samples"], reference["samples"] = len(items), len(heldout)
+            scores = pointflow_scores(generated_points, heldout_points, progress, real["heldout_distances"])
+        scores["samples"] = len(items)
         if isinstance(self.tokenizer, SdfTokenizer):
             scores["watertight"] = _watertight_share(self.tokenizer, items)
-            reference["watertight"] = _watertight_share(self.tokenizer, heldout.media)
         key = next(iter(train.classes), None)
         if key is not None and key in labels:
-            all_train = [surface_points(train.mesh(i), seed=i) for i in range(len(train))]
-            judge = ClassifierJudge(np.stack([shape_descriptor(p) for p in all_train]), train.labels.numpy())
+            judge = ClassifierJudge(real["train_descriptors"], train.labels.numpy())
             scores["accuracy"] = judge.accuracy(_descriptors(generated_points), labels[key].cpu().numpy())
-            reference["accuracy"] = judge.accuracy(_descriptors(heldout_points), heldout.labels.numpy())
-        return {"generated": scores, "reference": reference}
+        return {"generated": scores, "reference": real["row"]}
+
+    def _reference(self, train: Dataset, heldout: Dataset) -> dict[str, Any]:
+        """What evaluation needs of the real data, computed once and cached beside the held-out encodings
+        (it depends only on the two datasets, whose cache names hash their data and tokenizer settings):
+        held-out surface points [M, POINTS, 3] and their Chamfer matrix [M, M], train shape descriptors
+        [N, D] (labelled data), and the reference row."""
+        path = heldout.cache.with_name(
+            f"eval-{cache_key(train.cache.name, heldout.cache.name, POINTS, REFERENCE_VERSION)}.safetensors"
+        )
+        if path.is_file():
+            with safe_open(path, "np") as f:
+                row = json.loads(f.metadata()["row"])
+                return {"row": row, **{name: f.get_tensor(name) for name in f.keys()}}  # noqa: SIM118
+        heldout_points = [surface_points(heldout.mesh(i), seed=i) for i in range(len(heldout))]
+        subset = matching_subset(train.labels.numpy(), heldout.labels.numpy(), seed=0)
+        train_points = {int(i): surface_points(train.mesh(int(i)), seed=int(i)) for i in subset}
+        with Progress(transient=True) as progress:
+            task = progress.add_task("Chamfer distances (held-out)", total=len(heldout))
+            heldout_distances = chamfer_matrix(heldout_points, progress=lambda: progress.advance(task))
+            row = pointflow_scores(list(train_points.values()), heldout_points, progress, heldout_distances)
+        row["samples"] = len(heldout)
+        if isinstance(self.tokenizer, SdfTokenizer):
+            row["watertight"] = _watertight_share(self.tokenizer, heldout.media)
+        tensors = {"heldout_points": np.stack(heldout_points), "heldout_distances": heldout_distances}
+        if next(iter(train.classes), None) is not None:
+            all_train = [
+                train_points[i] if i in train_points else surface_points(train.mesh(i), seed=i)
+                for i in range(len(train))
+            ]
+            tensors["train_descriptors"] = _descriptors(all_train)
+            judge = ClassifierJudge(tensors["train_descriptors"], train.labels.numpy())
+            row["accuracy"] = judge.accuracy(_descriptors(heldout_points), heldout.labels.numpy())
+        save_file(tensors, path, metadata={"row": json.dumps(row)})
+        return {"row": row, **tensors}
 
     def _points(self, item: Tensor, seed: int) -> np.ndarray:
         """A generated item -> POINTS normalised surface points [POINTS, 3]."""

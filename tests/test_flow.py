@@ -210,3 +210,31 @@ def test_sampler_registry():
     assert sampler("euler") is euler and sampler("heun") is heun
     with pytest.raises(KeyError, match="euler"):
         sampler("dpm")
+
+
+def test_x0_prediction_gives_the_velocity_of_its_clean_estimate():
+    flow = RectifiedFlow(prediction="x0")
+    x0, noise = torch.randn(4, 6, 3), torch.randn(4, 6, 3)
+    t = torch.tensor([1.0, 0.7, 0.2, 0.05])
+    x_t = flow.add_noise(x0, noise, t)
+    # A perfect clean estimate is the exact velocity target at every t >= MIN_TIME.
+    assert_close(flow.velocity(x0, x_t, t), flow.target(x0, noise), atol=1e-5, rtol=1e-5)
+    # Below MIN_TIME the division is floored, so the velocity stays bounded.
+    tiny = torch.full((4,), 1e-4)
+    assert flow.velocity(torch.zeros_like(x0), x0, tiny).abs().max() <= x0.abs().max() / 0.05 + 1e-4
+    assert torch.equal(RectifiedFlow().velocity(noise, x_t, t), noise)  # velocity prediction passes through
+    with pytest.raises(ValueError, match="x0"):
+        RectifiedFlow(prediction="eps")
+
+
+@pytest.mark.parametrize("method", ["euler", "heun"])
+def test_x0_oracle_reaches_the_data_point(method):
+    """An x0 predictor that always answers the one data point lands on it, whatever the steps."""
+    flow = RectifiedFlow(prediction="x0")
+    target = torch.randn(2, 5, 3)
+
+    def velocity(x, t):
+        return {"s": flow.velocity(target, x["s"], t)}
+
+    out = sampler(method)(velocity, {"s": torch.randn(2, 5, 3)}, flow.schedule(4))
+    assert_close(out["s"], target, atol=1e-5, rtol=1e-5)

@@ -235,6 +235,11 @@ def test_evaluate_reconstructions_and_a_collapsed_generator(tmp_path, monkeypatc
     assert generated["mmd_cd"] < reference["mmd_cd"]
     # Mode collapse: every item is the same sphere.
     collapsed = heldout.media[heldout.labels == 1][:1].expand(12, -1, -1, -1, -1)
-    bad = adapter.evaluate(collapsed, labels, train, heldout)["generated"]
+    again = adapter.evaluate(collapsed, labels, train, heldout)
+    bad = again["generated"]
     # Points are sampled with a different seed per item, so the copies may pick either held-out sphere.
-    assert bad["cov_cd"] <= 2 / 12 and bad["one_nna_cd"] >= 0.9 and bad["accuracy"] <= 3 / 12
+    # Each copy's nearest set is another copy (12 of 24 right); round held-out shapes (spheres, short
+    # capsules) may find a copy nearer than their own kind.
+    assert bad["cov_cd"] <= 2 / 12 and bad["one_nna_cd"] >= 0.7 and bad["accuracy"] <= 3 / 12
+    # The real data's part was computed once, cached beside the held-out encodings, and read back.
+    assert again["reference"] == reference and len(list(tmp_path.glob("eval-*.safetensors"))) == 1
