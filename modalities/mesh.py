@@ -149,7 +149,9 @@ class MeshAdapter(ModalityAdapter):
         against the held-out meshes; the share of watertight generated meshes (sdf); and, for labelled
         data, the accuracy of a classifier trained on the train meshes' shape descriptors at telling the
         requested class. The reference row scores a train subset with held-out's class counts against
-        held-out in the same way (and held-out itself for accuracy and watertightness)."""
+        held-out in the same way (and held-out itself for accuracy and watertightness). The real data's
+        part is computed once per dataset pair and cached (`_reference`), so a later evaluation only
+        samples points from the generated meshes and compares them (~14k Chamfer pairs for 96 samples)."""
         items = generated.detach().float().cpu()
         generated_points = [self._points(item, seed=i) for i, item in enumerate(items)]
         real = self._reference(train, heldout)
