@@ -178,7 +178,7 @@ class MeshAdapter(ModalityAdapter):
         if path.is_file():
             with safe_open(path, "np") as f:
                 row = json.loads(f.metadata()["row"])
-                return {"row": row, **{name: f.get_tensor(name) for name in f.keys()}}  # noqa: SIM118
+                return {"row": row, **{name: f.get_tensor(name) for name in f.keys()}}
         heldout_points = [surface_points(heldout.mesh(i), seed=i) for i in range(len(heldout))]
         subset = matching_subset(train.labels.numpy(), heldout.labels.numpy(), seed=0)
         train_points = {int(i): surface_points(train.mesh(int(i)), seed=int(i)) for i in subset}
