@@ -1,4 +1,4 @@
-"""The `mmdit` command: fit, sample, describe, eval, export, convert, recipes."""
+"""The `mmdit` command: fit, prepare, sample, describe, eval, export, convert, recipes."""
 
 from __future__ import annotations
 
@@ -88,7 +88,8 @@ def _sample(args: argparse.Namespace) -> None:
     for stream, items in media.items():
         adapter = module.adapters[stream]
         for i, item in enumerate(items):
-            adapter.save(item, out / f"{stream}_{tag}_{i:03d}{adapter.file_suffix}")
+            for suffix in adapter.sample_suffixes:
+                adapter.save(item, out / f"{stream}_{tag}_{i:03d}{suffix}")
         adapter.preview(items, out / f"{stream}_{tag}_grid.png")
     console.print(f"wrote {args.n} samples per stream and a preview grid to [bold]{out}[/]")
 
@@ -138,6 +139,21 @@ def _eval(args: argparse.Namespace) -> None:
         _print_report(report)
 
 
+def _prepare(args: argparse.Namespace) -> None:
+    import time
+
+    from mmdit.recipe import load_recipe
+    from mmdit.train import build_data
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    start = time.perf_counter()
+    data = build_data(recipe)
+    console.print(
+        f"prepared {recipe.name}: {len(data.train)} train and {len(data.heldout)} held-out items "
+        f"in {time.perf_counter() - start:.1f} s"
+    )
+
+
 def _export(args: argparse.Namespace) -> None:
     from mmdit.export import export_checkpoint
 
@@ -166,6 +182,13 @@ def parser() -> argparse.ArgumentParser:
     fit.add_argument("overrides", nargs="*", help="recipe overrides, e.g. trainer.max_steps=500")
     fit.add_argument("--resume", help="a Lightning .ckpt to resume from")
     fit.set_defaults(run=_fit)
+
+    prepare = sub.add_parser(
+        "prepare", help="build a recipe's datasets once, filling caches (e.g. encoded meshes)"
+    )
+    prepare.add_argument("recipe", help="a bundled recipe name or a YAML path")
+    prepare.add_argument("overrides", nargs="*", help="recipe overrides, e.g. data.source.folder=PATH")
+    prepare.set_defaults(run=_prepare)
 
     def sampling_options(cmd: argparse.ArgumentParser) -> None:
         cmd.add_argument("weights", help="a .safetensors export or a Lightning .ckpt")

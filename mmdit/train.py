@@ -63,10 +63,15 @@ def trainer_arguments(recipe: DictConfig) -> dict:
     return arguments
 
 
+def build_data(recipe: DictConfig) -> MediaDataModule:
+    """The recipe's train and held-out datasets, read by its data stream's adapter (adapters that encode
+    costly media fill their caches here, which is all `mmdit prepare` does)."""
+    spec = recipe.streams[data_stream(recipe)]
+    return MediaDataModule(recipe, build_adapter(spec.modality, **spec.options))
+
+
 def build(recipe: DictConfig) -> tuple[MediaDataModule, DiffusionModule]:
-    stream = data_stream(recipe)
-    spec = recipe.streams[stream]
-    datamodule = MediaDataModule(recipe, build_adapter(spec.modality, **spec.options))
+    datamodule = build_data(recipe)
     return datamodule, module_class(recipe)(recipe, datamodule.classes)
 
 

@@ -35,6 +35,11 @@ class ModalityAdapter(ABC):
     file_suffix: ClassVar[str]
     """Suffix of the files `save` writes (".png", ".wav", ...)."""
 
+    @property
+    def sample_suffixes(self) -> tuple[str, ...]:
+        """The formats `mmdit sample` writes each sample in (default: `file_suffix` alone)."""
+        return (self.file_suffix,)
+
     @abstractmethod
     def stream(self, name: str) -> StreamSpec:
         """How the backbone sees this stream: features per token, position scheme, axes."""

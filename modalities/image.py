@@ -171,7 +171,7 @@ class ImageAdapter(ModalityAdapter):
         heldout_x, heldout_y = self._features_and_labels(heldout, key)
         judge = ClassifierJudge(train_x, train_y)
         generated_x = self._features(generated)
-        reference_x = train_x[_matching_subset(train_y, heldout_y, seed=0)]
+        reference_x = train_x[matching_subset(train_y, heldout_y, seed=0)]
         heldout_features = judge.embed(heldout_x)
         return {
             "generated": {
@@ -200,7 +200,7 @@ class ImageAdapter(ModalityAdapter):
         return np.stack(images), np.array([item["labels"][key] for item in items])
 
 
-def _matching_subset(pool: np.ndarray, target: np.ndarray, seed: int) -> np.ndarray:
+def matching_subset(pool: np.ndarray, target: np.ndarray, seed: int) -> np.ndarray:
     """Indices into `pool` labels [N] with the same count per class as `target` labels [M], drawn without
     replacement (fixed seed)."""
     rng = np.random.default_rng(seed)

@@ -15,6 +15,7 @@ _BUILTIN = {
     "image": "modalities.image:ImageAdapter",
     "audio": "modalities.audio:AudioAdapter",
     "latent": "modalities.latent:LatentAdapter",
+    "mesh": "modalities.mesh:MeshAdapter",
     "text": "modalities.text:TextAdapter",
     "video": "modalities.video:VideoAdapter",
 }
