@@ -28,7 +28,7 @@ from modalities.audio_datasets import AudioFolder, NotesDataset, note_midi, read
 from modalities.audio_metrics import judge_log_mel, log_mel_statistics, pitch_scores
 from modalities.audio_tokenizers import MelTokenizer, Tokenizer, WaveformTokenizer
 from modalities.base import ModalityAdapter
-from modalities.image import _matching_subset
+from modalities.image import matching_subset
 from modalities.image_datasets import SPLITS
 
 TOKENIZERS = ("mel", "waveform")
@@ -210,7 +210,7 @@ class AudioAdapter(ModalityAdapter):
         keys = sorted(getattr(train, "classes", {}))
         train_classes = np.array([_class_key(train[i]["labels"], keys) for i in range(len(train))])
         heldout_classes = np.array([_class_key(item["labels"], keys) for item in heldout_items])
-        subset = _matching_subset(train_classes, heldout_classes, seed=0)
+        subset = matching_subset(train_classes, heldout_classes, seed=0)
         reference_audio = torch.stack([train[int(i)]["media"] for i in subset]).mean(1)
         generated_audio = generated.detach().float().cpu().mean(1)
         report = {
