@@ -1,10 +1,13 @@
 """Video files: PyAV (MP4, WebM) and pillow (GIF) write -> read round trips, frame folders, frame-rate
-resampling, the folder dataset and the errors a user meets."""
+resampling, the folder dataset (a short clip's padding masked through a real batch) and the errors a user
+meets."""
 
 import av
 import pytest
 import torch
 
+from mmdit.recipe import load_recipe
+from mmdit.train import build
 from modalities.video import VideoAdapter
 from modalities.video_datasets import VideoFolder
 from modalities.video_files import read_video, write_video
@@ -110,3 +113,47 @@ def test_video_folder_labels_padding_and_adapter_files(tmp_path):
     assert set(generated) == set(reference) == {"frechet_distance", "motion", "accuracy", "samples"}
     assert generated["motion"] > 3 * reference["motion"] and reference["motion"] > 0
     assert generated["frechet_distance"] > reference["frechet_distance"]
+
+
+TINY = [
+    "streams.video.options.channels=1",
+    "streams.video.options.tubelet=[2,4,4]",
+    "streams.video.options.size=[8,8]",
+    "streams.video.options.frames=4",
+    "model.width=32",
+    "model.heads=2",
+    "model.single_depth=2",
+    "data.batch_size=4",
+    "conditioning.labels=[class]",
+]
+
+
+def test_a_short_folder_clip_has_its_padding_masked_through_a_real_batch(tmp_path):
+    adapter = VideoAdapter(channels=1, tubelet=(2, 4, 4), size=(8, 8), frames=4, fps=8)
+    for i in range(3):
+        adapter.save(moving_square(1, frames=6, size=8), tmp_path / "long" / f"{i}.gif")
+        adapter.save(moving_square(1, frames=2, size=8), tmp_path / "short" / f"{i}.gif")
+    recipe = load_recipe("video-moving-digits", [*TINY, f"data.source.folder={tmp_path}"])
+    datamodule, module = build(recipe)
+    torch.manual_seed(0)
+    batch = next(iter(datamodule.train_dataloader()))
+    frames = batch["numbers"]["frames"]
+    short = batch["labels"]["class"] == datamodule.classes["class"].index("short")
+    assert short.any() and (~short).any()  # 4 of the 5 train clips: both lengths in the batch
+    assert torch.equal(frames, torch.where(short, 2.0, 4.0).to(frames.dtype))
+
+    mask = module.adapters["video"].encode(batch["media"], batch["numbers"]).mask  # [B, 2 × 2 × 2]
+    assert torch.equal(mask[:, :4].all(1), torch.ones(4, dtype=torch.bool))  # first 2-frame tubelets
+    assert torch.equal(mask[:, 4:].any(1), ~short)  # second ones: real only in the long clips
+
+    def loss(media: torch.Tensor) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(1)
+        return module.diffusion_loss({**batch, "media": media}, drop=0.0, generator=generator)["video"]
+
+    module.eval()
+    padded = batch["media"].clone()
+    padded[short, :, 2:] = torch.rand_like(padded[short, :, 2:])  # padding: loss and attention ignore it
+    assert torch.allclose(loss(padded), loss(batch["media"]), rtol=1e-6, atol=1e-7)
+    real = batch["media"].clone()
+    real[short, :, :2] = torch.rand_like(real[short, :, :2])  # real frames of the same clips do count
+    assert not torch.allclose(loss(real), loss(batch["media"]), rtol=1e-3)
