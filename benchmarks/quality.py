@@ -21,7 +21,7 @@ TARGETS = {
     "image-digits": "accuracy >= 0.95; Fréchet distance <= 2x the reference row's",
     "audio-notes": "fit <= 15 min on 2 cores; pitch_accuracy >= 0.80",
     "mesh-shapes": "fit <= 20 min on 2 cores; watertight >= 0.90; accuracy >= 0.80; one_nna_cd -> 0.5",
-    "video-moving-digits": "fit <= 20 min on 2 cores; frame_digit_accuracy >= 0.70; direction_accuracy >= 0.70",
+    "video-moving-digits": "fit <= 20 min; frame_digit_accuracy >= 0.70; direction_accuracy >= 0.70",
     "unified-digits": "fit <= 20 min on 2 cores; accuracy >= 0.85; understanding_accuracy >= 0.90",
 }
 
