@@ -71,9 +71,8 @@ class UnifiedModule(DiffusionModule):
     def pick_task(self, step: int) -> str:
         """The task of a training step: drawn by weight from a generator seeded with (seed, step), so every
         DDP rank trains the same task at once."""
-        return random.Random(self.recipe.seed * 1_000_003 + step).choices(self.task_names, self.task_weights)[
-            0
-        ]
+        draw = random.Random(self.recipe.seed * 1_000_003 + step)
+        return draw.choices(self.task_names, self.task_weights)[0]
 
     def task_losses(
         self, batch: Mapping[str, Any], task: str, drop: float, generator=None
