@@ -92,6 +92,12 @@ class DiffusionModule(L.LightningModule):
         nulls = null_labels(self.model, labels)
         return {k: torch.where(dropped, nulls[k], v) for k, v in labels.items()}
 
+    def requested_numbers(self, n: int, numbers: Mapping[str, Tensor] | None) -> dict[str, Tensor]:
+        """A request's numbers ({name: [n]}) with the names it leaves out taken from the data adapter's
+        `default_numbers` (e.g. a clip's default seconds)."""
+        defaults = self.adapters[self.stream].default_numbers()
+        return {**{k: torch.full((n,), float(v)) for k, v in defaults.items()}, **(numbers or {})}
+
     def _numbers(self, numbers: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """The recipe's `conditioning.numbers` out of a batch's or a request's numbers, as float [B]."""
         missing = [k for k in self.recipe.conditioning.numbers if k not in numbers]
@@ -219,8 +225,7 @@ class DiffusionModule(L.LightningModule):
         cfg = settings.cfg if cfg is None else cfg
         was_training = self.training
         self.eval()
-        defaults = self.adapters[self.stream].default_numbers()
-        numbers = {**{k: torch.full((n,), float(v)) for k, v in defaults.items()}, **(numbers or {})}
+        numbers = self.requested_numbers(n, numbers)
         layouts = {s: a.layout(n, numbers).to(self.device) for s, a in self.adapters.items()}
         full = {
             k: torch.full((n,), self.model.label_embedders[k].null_index) for k in self.model.label_embedders
@@ -277,8 +282,12 @@ class DiffusionModule(L.LightningModule):
         if not path.exists():
             raise FileNotFoundError(f"weights file {path} does not exist")
         if path.suffix == ".ckpt":
-            recipe = torch.load(path, map_location="cpu", weights_only=False)["hyper_parameters"]["recipe"]
-            return module_class(recipe).load_from_checkpoint(path, map_location=map_location)
+            # Read once: the hyperparameters say which module class the recipe trains, the state its weights.
+            checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+            hparams = checkpoint["hyper_parameters"]
+            module = module_class(hparams["recipe"])(hparams["recipe"], hparams["classes"])
+            module.load_state_dict(checkpoint["state_dict"])
+            return module
         if path.suffix != ".safetensors":
             raise ValueError(f"{path}: expected a .safetensors export or a Lightning .ckpt")
         with safe_open(path, "pt") as f:

@@ -214,8 +214,7 @@ class UnifiedModule(DiffusionModule):
         ids = torch.stack([encode_text(p, text.max_length) for p in prompts])
         # The conditional and unconditional (empty prompt) halves run as one batch of 2n.
         prompt = text.encode(torch.cat([ids, self._empty_prompt(n, text.max_length)]).to(self.device))
-        defaults = self.adapters[self.stream].default_numbers()
-        numbers = {**{k: torch.full((n,), float(v)) for k, v in defaults.items()}, **(numbers or {})}
+        numbers = self.requested_numbers(n, numbers)
         doubled_numbers = {k: v.repeat(2).to(self.device) for k, v in numbers.items()}
         was_training = self.training
         self.eval()
@@ -280,9 +279,7 @@ class UnifiedModule(DiffusionModule):
         was_training = self.training
         self.eval()
         n = len(media)
-        defaults = self.adapters[self.stream].default_numbers()
-        numbers = {**{k: torch.full((n,), float(v)) for k, v in defaults.items()}, **(numbers or {})}
-        numbers = {k: v.to(self.device) for k, v in numbers.items()}
+        numbers = {k: v.to(self.device) for k, v in self.requested_numbers(n, numbers).items()}
         clean = self.adapters[stream].encode(media.to(self.device), numbers)
         ids = text.layout(n).x.to(self.device)
         finished = torch.zeros(n, dtype=torch.bool, device=self.device)
