@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -16,9 +17,13 @@ console = Console(stderr=True)
 
 def _fit(args: argparse.Namespace) -> None:
     from mmdit.recipe import load_recipe
+    from mmdit.token_cache import CacheMiss
     from mmdit.train import fit
 
-    run_dir = fit(load_recipe(args.recipe, args.overrides), resume=args.resume)
+    try:
+        run_dir = fit(load_recipe(args.recipe, args.overrides), resume=args.resume)
+    except CacheMiss as miss:  # name the exact command, with this run's recipe and overrides
+        raise CacheMiss(miss.reason, shlex.join(["mmdit", "prepare", args.recipe, *args.overrides])) from None
     report = run_dir / "eval.json"
     if report.exists():
         _print_report(json.loads(report.read_text()))
@@ -143,14 +148,29 @@ def _prepare(args: argparse.Namespace) -> None:
     import time
 
     from mmdit.recipe import load_recipe
+    from mmdit.token_cache import MANIFEST, prepare_tokens
     from mmdit.train import build_data
 
     recipe = load_recipe(args.recipe, args.overrides)
     start = time.perf_counter()
-    data = build_data(recipe)
+    if recipe.tasks:
+        data = build_data(recipe)
+        console.print(
+            f"prepared {recipe.name}: {len(data.train)} train and {len(data.heldout)} held-out items in "
+            f"{time.perf_counter() - start:.1f} s (tokens are not cached for unified recipes)"
+        )
+        return
+    for split, folder in prepare_tokens(recipe).items():
+        manifest = json.loads((folder / MANIFEST).read_text())
+        size = sum(p.stat().st_size for p in folder.iterdir()) / 2**20
+        console.print(
+            f"{split}: {manifest['items']} items, x {manifest['shapes']['x']} per item, "
+            f"{len(manifest['shards'])} shard(s), {size:.1f} MB, written {manifest['created']}, in "
+            f"[bold]{folder}[/]"
+        )
     console.print(
-        f"prepared {recipe.name}: {len(data.train)} train and {len(data.heldout)} held-out items "
-        f"in {time.perf_counter() - start:.1f} s"
+        f"prepared {recipe.name} in {time.perf_counter() - start:.1f} s; train on the cached tokens with "
+        "data.cache=true"
     )
 
 
@@ -184,7 +204,7 @@ def parser() -> argparse.ArgumentParser:
     fit.set_defaults(run=_fit)
 
     prepare = sub.add_parser(
-        "prepare", help="build a recipe's datasets once, filling caches (e.g. encoded meshes)"
+        "prepare", help="encode a recipe's data once into a token cache (train on it with data.cache=true)"
     )
     prepare.add_argument("recipe", help="a bundled recipe name or a YAML path")
     prepare.add_argument("overrides", nargs="*", help="recipe overrides, e.g. data.source.folder=PATH")

@@ -20,6 +20,12 @@ def data_stream(recipe: DictConfig) -> str:
     return stream
 
 
+def data_adapter(recipe: DictConfig) -> ModalityAdapter:
+    """The adapter of the stream the dataset's media feed, built from its recipe options."""
+    spec = recipe.streams[data_stream(recipe)]
+    return build_adapter(spec.modality, **spec.options)
+
+
 def data_source(recipe: DictConfig) -> str | dict:
     """`data.source` as the adapters take it: a dataset name, or a plain dict such as {"folder": PATH}."""
     source = recipe.data.source

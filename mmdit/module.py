@@ -27,7 +27,7 @@ from mmdit.objective import build_objective, check_sampler
 from mmdit.presets import preset
 from mmdit.recipe import from_yaml
 from mmdit.samplers import sampler
-from mmdit.tokens import masked_mean
+from mmdit.tokens import Tokens, masked_mean
 from modalities import build_adapter
 
 
@@ -107,11 +107,18 @@ class DiffusionModule(L.LightningModule):
             )
         return {k: numbers[k].float().to(self.device) for k in self.recipe.conditioning.numbers}
 
+    def data_tokens(self, batch: Mapping[str, Any], numbers: Mapping[str, Tensor]) -> Tokens:
+        """The data stream's tokens of a batch: the encoding `mmdit prepare` cached when the batch carries
+        it (`data.cache: true`), else the adapter's encoding of the batch's media."""
+        if "tokens" in batch:
+            return Tokens(**batch["tokens"])
+        return self.adapters[self.stream].encode(batch["media"], numbers)
+
     def diffusion_loss(self, batch: Mapping[str, Any], drop: float, generator=None) -> dict[str, Tensor]:
         """{stream: loss} for one batch: noise every stream to a shared time, predict the velocity (flow) or
         the ε / v / x0 target plus the variational bound of a learned variance (Gaussian)."""
         numbers = batch.get("numbers", {})
-        tokens = {self.stream: self.adapters[self.stream].encode(batch["media"], numbers)}
+        tokens = {self.stream: self.data_tokens(batch, numbers)}
         batch_size = tokens[self.stream].batch_size
         # A seeded generator (validation) draws on the CPU so that its numbers do not depend on the device.
         draw_on = "cpu" if generator is not None else self.device

@@ -31,6 +31,7 @@ class DataConfig:
     stream: str | None = None  # which stream the dataset's media feed (default: the first)
     batch_size: int = 64
     num_workers: int = 0
+    cache: bool = False  # train on the tokens `mmdit prepare` encoded once (mmdit.token_cache)
 
 
 @dataclass

@@ -15,13 +15,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from mmdit.blocks import JointBlock, SingleBlock
 from mmdit.callbacks import LossCurve, SampleGrid
-from mmdit.data import MediaDataModule, data_stream
+from mmdit.data import MediaDataModule, data_adapter
 from mmdit.ema import EMA
 from mmdit.evaluate import evaluate
 from mmdit.export import export_weights
 from mmdit.module import DiffusionModule, module_class
 from mmdit.recipe import to_yaml
-from modalities import build_adapter
+from mmdit.token_cache import CachedDataModule
 
 
 def run_directory(recipe: DictConfig) -> Path:
@@ -65,9 +65,10 @@ def trainer_arguments(recipe: DictConfig) -> dict:
 
 def build_data(recipe: DictConfig) -> MediaDataModule:
     """The recipe's train and held-out datasets, read by its data stream's adapter (adapters that encode
-    costly media fill their caches here, which is all `mmdit prepare` does)."""
-    spec = recipe.streams[data_stream(recipe)]
-    return MediaDataModule(recipe, build_adapter(spec.modality, **spec.options))
+    costly media, such as meshes, fill their own caches here), or with `data.cache: true` the encoded tokens
+    `mmdit prepare` cached (see mmdit.token_cache)."""
+    data_module = CachedDataModule if recipe.data.cache else MediaDataModule
+    return data_module(recipe, data_adapter(recipe))
 
 
 def build(recipe: DictConfig) -> tuple[MediaDataModule, DiffusionModule]:

@@ -27,12 +27,13 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from mmdit.backbone import StreamSpec
+from mmdit.cache import cache_key
 from mmdit.metrics import ClassifierJudge
 from mmdit.tokens import Tokens
 from modalities.base import ModalityAdapter
 from modalities.image import matching_subset
 from modalities.image_datasets import SPLITS
-from modalities.mesh_datasets import MeshFolder, ShapesDataset, cache_key, read_mesh
+from modalities.mesh_datasets import MeshFolder, ShapesDataset, read_mesh
 from modalities.mesh_metrics import (
     POINTS,
     chamfer_matrix,

@@ -9,9 +9,7 @@ Both yield `{"media": Tensor (what the encoder made), "labels": {name: int}}`, c
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from mmdit.cache import cache_dir, cache_key
 from modalities.folders import labelled_files
 from modalities.image_datasets import SPLITS, split_indices
 from modalities.mesh_sdf import normalise
@@ -38,16 +37,6 @@ MAX_TILT = np.radians(15)  # the random tilt away from upright, at most
 
 Encoder = Callable[[trimesh.Trimesh, str], Tensor]
 """(mesh normalised into the unit cube, its name for messages) -> the item's media tensor."""
-
-
-def cache_dir() -> Path:
-    """Where bundled datasets cache their encodings: `$MMDIT_CACHE`, else ~/.cache/mmdit."""
-    return Path(os.environ.get("MMDIT_CACHE") or Path.home() / ".cache" / "mmdit")
-
-
-def cache_key(*parts: object) -> str:
-    """A short hash of JSON-serialisable parts (settings, file stamps)."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def read_mesh(path: str | Path) -> trimesh.Trimesh:
