@@ -63,20 +63,24 @@ def check_cacheable(recipe: DictConfig) -> None:
         )
 
 
-def token_folder(recipe: DictConfig, adapter: ModalityAdapter, dataset: Dataset, split: str) -> Path:
-    """The folder holding `split`'s tokens for the recipe's current encoding settings."""
+def token_key(recipe: DictConfig, adapter: ModalityAdapter, dataset: Dataset, split: str) -> str:
+    """The hash of what `split`'s encoding depends on (see the module docstring)."""
     spec = recipe.streams[data_stream(recipe)]
     options = inspect.signature(type(adapter)).bind(**OmegaConf.to_container(spec.options))
     options.apply_defaults()
-    key = cache_key(
+    settings = dict(options.arguments)
+    return cache_key(
         FORMAT_VERSION,
         spec.modality,
-        dict(options.arguments),
+        settings,
         data_source(recipe),
         split,
         len(dataset),
         dict(dataset.classes),
     )
+
+
+def token_folder(recipe: DictConfig, split: str, key: str) -> Path:
     return cache_dir() / "tokens" / f"{recipe.name}-{split}-{key}"
 
 
@@ -92,8 +96,8 @@ def write_tokens(recipe: DictConfig, adapter: ModalityAdapter, dataset: Dataset,
     """Encode `dataset` (the `split` of the recipe's data) in batches of `data.batch_size` on the CPU and
     write its cache folder; a folder already complete for these settings is kept as it is. The folder is
     written under a temporary name and renamed when complete, so an interrupted run leaves no cache."""
-    check_cacheable(recipe)
-    folder = token_folder(recipe, adapter, dataset, split)
+    key = token_key(recipe, adapter, dataset, split)
+    folder = token_folder(recipe, split, key)
     if (folder / MANIFEST).is_file():
         return folder
     partial = folder.with_name(folder.name + ".partial")
@@ -102,7 +106,7 @@ def write_tokens(recipe: DictConfig, adapter: ModalityAdapter, dataset: Dataset,
     loader = DataLoader(dataset, batch_size=recipe.data.batch_size, num_workers=recipe.data.num_workers)
     shards: list[dict[str, Any]] = []
     pending: list[dict[str, Tensor]] = []
-    per_shard = None  # items per shard, set from the first batch's size in bytes
+    first: dict[str, Tensor] = {}  # the first batch: its size in bytes sets the items per shard
 
     def flush(columns: dict[str, Tensor]) -> None:
         name = f"shard-{len(shards):05d}.safetensors"
@@ -112,9 +116,11 @@ def write_tokens(recipe: DictConfig, adapter: ModalityAdapter, dataset: Dataset,
     with Progress(transient=True) as progress:
         for batch in progress.track(loader, description=f"encoding {recipe.name} {split}"):
             columns = _columns(adapter.encode(batch["media"], batch.get("numbers", {})), batch)
-            if per_shard is None:
-                item_bytes = sum(v.nbytes for v in columns.values()) / len(columns["x"])
-                per_shard = max(1, int(SHARD_BYTES // item_bytes))
+            if not first:
+                first = columns
+                per_shard = max(
+                    1, int(SHARD_BYTES * len(first["x"]) // sum(v.nbytes for v in first.values()))
+                )
             pending.append(columns)
             while pending and sum(len(c["x"]) for c in pending) >= per_shard:
                 joined = {k: torch.cat([c[k] for c in pending]) for k in pending[0]}
@@ -123,10 +129,9 @@ def write_tokens(recipe: DictConfig, adapter: ModalityAdapter, dataset: Dataset,
                 pending = [rest] if len(rest["x"]) else []
     if pending:
         flush({k: torch.cat([c[k] for c in pending]) for k in pending[0]})
-    first = load_file(partial / shards[0]["file"])
     manifest = {
         "format": FORMAT_VERSION,
-        "key": folder.name.rsplit("-", 1)[1],
+        "key": key,
         "recipe": recipe.name,
         "split": split,
         "modality": recipe.streams[data_stream(recipe)].modality,
@@ -179,8 +184,7 @@ def prepare_tokens(recipe: DictConfig) -> dict[str, Path]:
 def read_tokens(recipe: DictConfig, adapter: ModalityAdapter, dataset: Dataset, split: str) -> CachedTokens:
     """The cached encoding of `dataset` (the recipe's `split`), or CacheMiss when `mmdit prepare` has not
     written it for the recipe's current settings."""
-    check_cacheable(recipe)
-    folder = token_folder(recipe, adapter, dataset, split)
+    folder = token_folder(recipe, split, token_key(recipe, adapter, dataset, split))
     command = f"mmdit prepare {recipe.name} [this run's overrides]"
     if not (folder / MANIFEST).is_file():
         reason = (
@@ -195,12 +199,6 @@ def read_tokens(recipe: DictConfig, adapter: ModalityAdapter, dataset: Dataset, 
             )
         raise CacheMiss(reason, command)
     manifest = json.loads((folder / MANIFEST).read_text())
-    if manifest.get("format") != FORMAT_VERSION:
-        raise CacheMiss(
-            f"{folder} was written in cache format {manifest.get('format')}; this mmdit reads format "
-            f"{FORMAT_VERSION}",
-            command,
-        )
     shards = [load_file(folder / shard["file"]) for shard in manifest["shards"]]
     columns = {k: torch.cat([shard[k] for shard in shards]) for k in shards[0]}
     if len(columns["x"]) != manifest["items"] or manifest["items"] != len(dataset):

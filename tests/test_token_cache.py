@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from mmdit import token_cache
 from mmdit.cli import main
 from mmdit.data import MediaDataModule, data_adapter
 from mmdit.recipe import load_recipe
@@ -74,6 +75,22 @@ def test_prepare_then_read_gives_the_encoding_exactly(name, overrides):
                 )
     if name == "audio-notes":  # clips of the notes set last a full second: every token is real
         assert manifest["shapes"]["x"] == [16, 512] and bool(cached.columns["mask"].all())
+
+
+def test_shards_split_at_the_size_limit(monkeypatch):
+    recipe = load_recipe("image-digits", ["streams.image.options.patch_size=1", "data.batch_size=50"])
+    # An item: x 64 x 1 and pos 64 x 2 float32, mask 64 bool, one int64 label = 840 bytes; 7 per shard.
+    monkeypatch.setattr(token_cache, "SHARD_BYTES", 7 * 840)
+    folder = prepare_tokens(recipe)["train"]
+    manifest = json.loads((folder / MANIFEST).read_text())
+    sizes = [shard["items"] for shard in manifest["shards"]]
+    assert sizes == [7] * (len(sizes) - 1) + [manifest["items"] - 7 * (len(sizes) - 1)] and sizes[-1] <= 7
+    assert sorted(p.name for p in folder.glob("shard-*")) == [s["file"] for s in manifest["shards"]]
+    adapter = data_adapter(recipe)
+    media = MediaDataModule(recipe, adapter).train
+    cached = read_tokens(recipe, adapter, media, "train")
+    everything = adapter.encode(torch.stack([media[i]["media"] for i in range(len(media))]))
+    assert torch.equal(cached.columns["x"], everything.x)
 
 
 def test_changed_settings_are_a_miss_naming_the_prepare_command(capsys):
