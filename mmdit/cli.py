@@ -153,24 +153,24 @@ def _prepare(args: argparse.Namespace) -> None:
 
     recipe = load_recipe(args.recipe, args.overrides)
     start = time.perf_counter()
-    if recipe.tasks:
+    if recipe.tasks:  # build the datasets (filling adapters' own caches); tokens are not cached
         data = build_data(recipe)
-        console.print(
-            f"prepared {recipe.name}: {len(data.train)} train and {len(data.heldout)} held-out items in "
-            f"{time.perf_counter() - start:.1f} s (tokens are not cached for unified recipes)"
-        )
-        return
-    for split, folder in prepare_tokens(recipe).items():
-        manifest = json.loads((folder / MANIFEST).read_text())
-        size = sum(p.stat().st_size for p in folder.iterdir()) / 2**20
-        console.print(
-            f"{split}: {manifest['items']} items, x {manifest['shapes']['x']} per item, "
-            f"{len(manifest['shards'])} shard(s), {size:.1f} MB, written {manifest['created']}, in "
-            f"[bold]{folder}[/]"
-        )
+        counts = {"train": len(data.train), "heldout": len(data.heldout)}
+        note = "unified recipes are not token-cached"
+    else:
+        counts = {}
+        for split, folder in prepare_tokens(recipe).items():
+            manifest = json.loads((folder / MANIFEST).read_text())
+            counts[split] = manifest["items"]
+            size = sum(p.stat().st_size for p in folder.iterdir()) / 2**20
+            console.print(
+                f"{split} tokens: x {manifest['shapes']['x']} per item, {len(manifest['shards'])} shard(s), "
+                f"{size:.1f} MB, written {manifest['created']}, in [bold]{folder}[/]"
+            )
+        note = "fit with data.cache=true to use them"
     console.print(
-        f"prepared {recipe.name} in {time.perf_counter() - start:.1f} s; train on the cached tokens with "
-        "data.cache=true"
+        f"prepared {recipe.name}: {counts['train']} train and {counts['heldout']} held-out items in "
+        f"{time.perf_counter() - start:.1f} s; {note}"
     )
 
 

@@ -39,7 +39,8 @@ def folder(tmp_path_factory):
     return root
 
 
-def test_prepare_fills_the_folder_cache(folder, capsys):
+def test_prepare_fills_the_folder_cache(folder, capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("MMDIT_CACHE", str(tmp_path))  # prepare also writes the token cache there
     assert main(["prepare", "mesh-shapes", f"data.source.folder={folder}", *TINY]) == 0
     assert "11 train and 1 held-out" in capsys.readouterr().err
     assert len(list((folder / ".mmdit-cache").glob("*.safetensors"))) == 2
