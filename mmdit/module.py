@@ -27,6 +27,7 @@ from mmdit.objective import build_objective, check_sampler
 from mmdit.presets import preset
 from mmdit.recipe import from_yaml
 from mmdit.samplers import sampler
+from mmdit.step_noise import StepNoise, step_generator
 from mmdit.tokens import masked_mean
 from modalities import build_adapter
 
@@ -82,13 +83,29 @@ class DiffusionModule(L.LightningModule):
 
     # training ------------------------------------------------------------------------------------------
 
-    def _labels(self, batch: Mapping[str, Any], drop: float) -> dict[str, Tensor]:
+    def step_noise(self, generator: torch.Generator | None = None) -> StepNoise:
+        """The draws of a loss: from `generator` in one process (validation's fixed draws), or, by default,
+        this training batch's share of the global batch's draws (`mmdit.step_noise`), seeded by the recipe
+        seed and the training batch index across epochs (the optimizer step without gradient
+        accumulation; with it, each micro-batch draws its own)."""
+        if generator is not None:
+            return StepNoise(generator, device=self.device)
+        trainer = self._trainer
+        if trainer is None:
+            return StepNoise(step_generator(self.recipe.seed, 0), device=self.device)
+        step = max(trainer.fit_loop.total_batch_idx, 0)
+        return StepNoise(
+            step_generator(self.recipe.seed, step), trainer.global_rank, trainer.world_size, self.device
+        )
+
+    def _labels(self, batch: Mapping[str, Any], drop: float, draws: StepNoise) -> dict[str, Tensor]:
         """The conditioning labels of a batch; with probability `drop` an item's labels become the null
         class (all keys together, so the model also learns the fully unconditional velocity)."""
         labels = {k: batch["labels"][k] for k in self.recipe.conditioning.labels}
         if drop <= 0 or not labels:
             return labels
-        dropped = torch.rand(next(iter(labels.values())).shape, device=self.device) < drop
+        first = next(iter(labels.values()))
+        dropped = draws.uniform(len(first)).to(first.device) < drop
         nulls = null_labels(self.model, labels)
         return {k: torch.where(dropped, nulls[k], v) for k, v in labels.items()}
 
@@ -107,21 +124,25 @@ class DiffusionModule(L.LightningModule):
             )
         return {k: numbers[k].float().to(self.device) for k in self.recipe.conditioning.numbers}
 
-    def diffusion_loss(self, batch: Mapping[str, Any], drop: float, generator=None) -> dict[str, Tensor]:
+    def diffusion_loss(
+        self, batch: Mapping[str, Any], drop: float, generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
         """{stream: loss} for one batch: noise every stream to a shared time, predict the velocity (flow) or
-        the ε / v / x0 target plus the variational bound of a learned variance (Gaussian)."""
+        the ε / v / x0 target plus the variational bound of a learned variance (Gaussian). Noise, times and
+        label dropout come from `step_noise(generator)`.
+
+        Each loss is a mean over this batch's real tokens. Under DDP, Lightning averages the ranks'
+        gradients, i.e. of the per-rank means: that is the mean over the global batch exactly when every
+        rank holds as many real tokens (always for items without padding), and a mean of per-rank means
+        otherwise, as with any DDP loss."""
+        draws = self.step_noise(generator)
         numbers = batch.get("numbers", {})
         tokens = {self.stream: self.adapters[self.stream].encode(batch["media"], numbers)}
         batch_size = tokens[self.stream].batch_size
-        # A seeded generator (validation) draws on the CPU so that its numbers do not depend on the device.
-        draw_on = "cpu" if generator is not None else self.device
-        noise = {
-            s: torch.randn(tok.x.shape, generator=generator, device=draw_on).to(tok.x)
-            for s, tok in tokens.items()
-        }
-        conditions = dict(labels=self._labels(batch, drop), numbers=self._numbers(numbers))
+        noise = {s: draws.normal(tok.x.shape).to(tok.x) for s, tok in tokens.items()}
+        conditions = dict(labels=self._labels(batch, drop, draws), numbers=self._numbers(numbers))
         if isinstance(self.objective, GaussianDiffusion):
-            k = self.objective.sample_steps(batch_size, draw_on, generator).to(self.device)
+            k = draws(lambda n, g: self.objective.sample_steps(n, generator=g), batch_size)
             noised = {s: self.objective.q_sample(tok.x, noise[s], k) for s, tok in tokens.items()}
             out = self.model(
                 {s: tok.with_x(noised[s]) for s, tok in tokens.items()},
@@ -136,7 +157,7 @@ class DiffusionModule(L.LightningModule):
                 for s, tok in tokens.items()
             }
         flow = self.objective
-        t = flow.sample_time(batch_size, draw_on, generator).to(self.device)
+        t = draws(lambda n, g: flow.sample_time(n, generator=g), batch_size)
         noised = {s: tok.with_x(flow.add_noise(tok.x, noise[s], t)) for s, tok in tokens.items()}
         predictions = self.model(noised, t, **conditions)
         return {
