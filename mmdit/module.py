@@ -24,11 +24,12 @@ from mmdit.data import data_stream
 from mmdit.gaussian import GaussianDiffusion
 from mmdit.guidance import guided_prediction, null_labels
 from mmdit.objective import build_objective, check_sampler
+from mmdit.packing import pack, padding_share, unpack
 from mmdit.presets import preset
 from mmdit.recipe import from_yaml
 from mmdit.samplers import sampler
 from mmdit.step_noise import StepNoise, step_generator
-from mmdit.tokens import masked_mean
+from mmdit.tokens import Tokens, masked_mean
 from modalities import build_adapter
 
 
@@ -68,6 +69,12 @@ class DiffusionModule(L.LightningModule):
         if missing:
             raise KeyError(
                 f"conditioning.labels {missing} are not labels of the data; it has {list(classes)}"
+            )
+        if recipe.data.packing and (len(recipe.streams) > 1 or recipe.tasks):
+            raise ValueError(
+                f"data.packing packs the items of one stream; this recipe has streams {list(recipe.streams)}"
+                + (" and tasks (a unified recipe)" if recipe.tasks else "")
+                + ": set data.packing=false"
             )
         self.objective = build_objective(recipe.objective)
         check_sampler(recipe.objective.type, recipe.sample.sampler)  # fails now, not at the first preview
@@ -144,11 +151,8 @@ class DiffusionModule(L.LightningModule):
         if isinstance(self.objective, GaussianDiffusion):
             k = draws(lambda n, g: self.objective.sample_steps(n, generator=g), batch_size)
             noised = {s: self.objective.q_sample(tok.x, noise[s], k) for s, tok in tokens.items()}
-            out = self.model(
-                {s: tok.with_x(noised[s]) for s, tok in tokens.items()},
-                self.objective.model_time(k),
-                **conditions,
-            )
+            inputs = {s: tok.with_x(noised[s]) for s, tok in tokens.items()}
+            out = self._predict(inputs, self.objective.model_time(k), conditions)
             return {
                 s: sum(
                     masked_mean(term, tok.mask)
@@ -159,13 +163,30 @@ class DiffusionModule(L.LightningModule):
         flow = self.objective
         t = draws(lambda n, g: flow.sample_time(n, generator=g), batch_size)
         noised = {s: tok.with_x(flow.add_noise(tok.x, noise[s], t)) for s, tok in tokens.items()}
-        predictions = self.model(noised, t, **conditions)
+        predictions = self._predict(noised, t, conditions)
         return {
             s: flow.loss(
                 flow.velocity(predictions[s], noised[s].x, t), flow.target(tok.x, noise[s]), tok.mask
             )
             for s, tok in tokens.items()
         }
+
+    def _predict(
+        self, noised: Mapping[str, Tokens], t: Tensor, conditions: Mapping[str, Any]
+    ) -> dict[str, Tensor]:
+        """The model's outputs {stream: [B, N, F_out]} on noised tokens. With `data.packing` the (one)
+        stream's items are packed into rows of the padded length, so the model runs on fewer rows, and
+        its output is unpacked to the padded layout (zeros on padding, which the loss's mask ignores).
+        Training logs the padding share of both layouts."""
+        if not self.recipe.data.packing:
+            return self.model(noised, t, **conditions)
+        tokens = noised[self.stream]
+        packed = pack(tokens, capacity=tokens.length)
+        if self.training and self._trainer is not None:
+            self.log("train/padding_share", padding_share(tokens.mask))
+            self.log("train/packed_padding_share", padding_share(packed.tokens.mask))
+        out = self.model({self.stream: packed.tokens}, t, **conditions, items=packed.items)
+        return {self.stream: unpack(out[self.stream], packed, tokens)}
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
         losses = self.diffusion_loss(batch, self.recipe.conditioning.dropout)

@@ -31,6 +31,7 @@ class DataConfig:
     stream: str | None = None  # which stream the dataset's media feed (default: the first)
     batch_size: int = 64
     num_workers: int = 0
+    packing: bool = False  # train on packed rows instead of padded items (one-stream recipes; mmdit.packing)
 
 
 @dataclass
