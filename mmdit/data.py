@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from modalities import build_adapter
 from modalities.base import ModalityAdapter
@@ -60,6 +60,7 @@ class MediaDataModule(L.LightningDataModule):
         super().__init__()
         source = data_source(recipe)
         self.batch_size, self.num_workers = recipe.data.batch_size, recipe.data.num_workers
+        self.seed = recipe.seed
         self.train = paired(recipe, adapter.dataset(source, "train"), "train")
         self.heldout = paired(recipe, adapter.dataset(source, "heldout"), "heldout")
         if len(self.train) < self.batch_size:
@@ -71,18 +72,32 @@ class MediaDataModule(L.LightningDataModule):
     def classes(self) -> dict[str, list[str]]:
         return dict(self.train.classes)
 
-    def _loader(self, dataset, shuffle: bool) -> DataLoader:
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled batches through our own DistributedSampler (one replica in one process; Lightning keeps
+        a sampler that already is one, and calls its `set_epoch` each epoch). It deals each epoch's
+        permutation interleaved, so over W ranks with batch b, rank r's j-th item of a step is item
+        r + W·j of the batch of W·b that one process gets: with `mmdit.step_noise`, DDP trains what one
+        process over the same global batch trains."""
+        trainer = self.trainer
+        sampler = DistributedSampler(
+            self.train,
+            num_replicas=trainer.world_size if trainer else 1,
+            rank=trainer.global_rank if trainer else 0,
+            shuffle=True,
+            seed=self.seed,
+            drop_last=True,
+        )
+        return self._loader(self.train, sampler=sampler, drop_last=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.heldout)
+
+    def _loader(self, dataset, sampler=None, drop_last: bool = False) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle,
+            sampler=sampler,
+            drop_last=drop_last,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.heldout, shuffle=False)

@@ -24,9 +24,11 @@ from mmdit.data import data_stream
 from mmdit.gaussian import GaussianDiffusion
 from mmdit.guidance import guided_prediction, null_labels
 from mmdit.objective import build_objective, check_sampler
+from mmdit.packing import pack, padding_share, unpack
 from mmdit.presets import preset
 from mmdit.recipe import from_yaml
 from mmdit.samplers import sampler
+from mmdit.step_noise import StepNoise, step_generator
 from mmdit.tokens import Tokens, masked_mean
 from modalities import build_adapter
 
@@ -68,6 +70,12 @@ class DiffusionModule(L.LightningModule):
             raise KeyError(
                 f"conditioning.labels {missing} are not labels of the data; it has {list(classes)}"
             )
+        if recipe.data.packing and (len(recipe.streams) > 1 or recipe.tasks):
+            raise ValueError(
+                f"data.packing packs the items of one stream; this recipe has streams {list(recipe.streams)}"
+                + (" and tasks (a unified recipe)" if recipe.tasks else "")
+                + ": set data.packing=false"
+            )
         self.objective = build_objective(recipe.objective)
         check_sampler(recipe.objective.type, recipe.sample.sampler)  # fails now, not at the first preview
         specs = [adapter.stream(name) for name, adapter in self.adapters.items()]
@@ -82,13 +90,29 @@ class DiffusionModule(L.LightningModule):
 
     # training ------------------------------------------------------------------------------------------
 
-    def _labels(self, batch: Mapping[str, Any], drop: float) -> dict[str, Tensor]:
+    def step_noise(self, generator: torch.Generator | None = None) -> StepNoise:
+        """The draws of a loss: from `generator` when given (validation's fixed draws); in training, this
+        rank's share of the global batch's draws (`mmdit.step_noise`), seeded by the recipe seed and the
+        training batch index across epochs (the optimizer step without gradient accumulation; with it,
+        each micro-batch draws its own); outside a trainer, from torch's global RNG."""
+        if generator is not None:
+            return StepNoise(generator, device=self.device)
+        trainer = self._trainer
+        if trainer is None:  # called by hand (a benchmark, a notebook): fresh draws from torch's global RNG
+            return StepNoise(torch.default_generator, device=self.device)
+        step = max(trainer.fit_loop.total_batch_idx, 0)
+        return StepNoise(
+            step_generator(self.recipe.seed, step), trainer.global_rank, trainer.world_size, self.device
+        )
+
+    def _labels(self, batch: Mapping[str, Any], drop: float, draws: StepNoise) -> dict[str, Tensor]:
         """The conditioning labels of a batch; with probability `drop` an item's labels become the null
         class (all keys together, so the model also learns the fully unconditional velocity)."""
         labels = {k: batch["labels"][k] for k in self.recipe.conditioning.labels}
         if drop <= 0 or not labels:
             return labels
-        dropped = torch.rand(next(iter(labels.values())).shape, device=self.device) < drop
+        first = next(iter(labels.values()))
+        dropped = draws.uniform(len(first)).to(first.device) < drop
         nulls = null_labels(self.model, labels)
         return {k: torch.where(dropped, nulls[k], v) for k, v in labels.items()}
 
@@ -114,27 +138,28 @@ class DiffusionModule(L.LightningModule):
             return Tokens(**batch["tokens"])
         return self.adapters[self.stream].encode(batch["media"], numbers)
 
-    def diffusion_loss(self, batch: Mapping[str, Any], drop: float, generator=None) -> dict[str, Tensor]:
+    def diffusion_loss(
+        self, batch: Mapping[str, Any], drop: float, generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
         """{stream: loss} for one batch: noise every stream to a shared time, predict the velocity (flow) or
-        the ε / v / x0 target plus the variational bound of a learned variance (Gaussian)."""
+        the ε / v / x0 target plus the variational bound of a learned variance (Gaussian). Noise, times and
+        label dropout come from `step_noise(generator)`.
+
+        Each loss is a mean over this batch's real tokens. Under DDP, Lightning averages the ranks'
+        gradients, i.e. of the per-rank means: that is the mean over the global batch exactly when every
+        rank holds as many real tokens (always for items without padding), and a mean of per-rank means
+        otherwise, as with any DDP loss."""
+        draws = self.step_noise(generator)
         numbers = batch.get("numbers", {})
         tokens = {self.stream: self.data_tokens(batch, numbers)}
         batch_size = tokens[self.stream].batch_size
-        # A seeded generator (validation) draws on the CPU so that its numbers do not depend on the device.
-        draw_on = "cpu" if generator is not None else self.device
-        noise = {
-            s: torch.randn(tok.x.shape, generator=generator, device=draw_on).to(tok.x)
-            for s, tok in tokens.items()
-        }
-        conditions = dict(labels=self._labels(batch, drop), numbers=self._numbers(numbers))
+        noise = {s: draws.normal(tok.x.shape).to(tok.x) for s, tok in tokens.items()}
+        conditions = dict(labels=self._labels(batch, drop, draws), numbers=self._numbers(numbers))
         if isinstance(self.objective, GaussianDiffusion):
-            k = self.objective.sample_steps(batch_size, draw_on, generator).to(self.device)
+            k = draws(lambda n, g: self.objective.sample_steps(n, generator=g), batch_size)
             noised = {s: self.objective.q_sample(tok.x, noise[s], k) for s, tok in tokens.items()}
-            out = self.model(
-                {s: tok.with_x(noised[s]) for s, tok in tokens.items()},
-                self.objective.model_time(k),
-                **conditions,
-            )
+            inputs = {s: tok.with_x(noised[s]) for s, tok in tokens.items()}
+            out = self._predict(inputs, self.objective.model_time(k), conditions)
             return {
                 s: sum(
                     masked_mean(term, tok.mask)
@@ -143,15 +168,32 @@ class DiffusionModule(L.LightningModule):
                 for s, tok in tokens.items()
             }
         flow = self.objective
-        t = flow.sample_time(batch_size, draw_on, generator).to(self.device)
+        t = draws(lambda n, g: flow.sample_time(n, generator=g), batch_size)
         noised = {s: tok.with_x(flow.add_noise(tok.x, noise[s], t)) for s, tok in tokens.items()}
-        predictions = self.model(noised, t, **conditions)
+        predictions = self._predict(noised, t, conditions)
         return {
             s: flow.loss(
                 flow.velocity(predictions[s], noised[s].x, t), flow.target(tok.x, noise[s]), tok.mask
             )
             for s, tok in tokens.items()
         }
+
+    def _predict(
+        self, noised: Mapping[str, Tokens], t: Tensor, conditions: Mapping[str, Any]
+    ) -> dict[str, Tensor]:
+        """The model's outputs {stream: [B, N, F_out]} on noised tokens. With `data.packing` the (one)
+        stream's items are packed into rows of the padded length, so the model runs on fewer rows, and
+        its output is unpacked to the padded layout (zeros on padding, which the loss's mask ignores).
+        Training logs the padding share of both layouts."""
+        if not self.recipe.data.packing:
+            return self.model(noised, t, **conditions)
+        tokens = noised[self.stream]
+        packed = pack(tokens, capacity=tokens.length)
+        if self.training and self._trainer is not None:
+            self.log("train/padding_share", padding_share(tokens.mask))
+            self.log("train/packed_padding_share", padding_share(packed.tokens.mask))
+        out = self.model({self.stream: packed.tokens}, t, **conditions, items=packed.items)
+        return {self.stream: unpack(out[self.stream], packed, tokens)}
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
         losses = self.diffusion_loss(batch, self.recipe.conditioning.dropout)

@@ -32,6 +32,7 @@ class DataConfig:
     batch_size: int = 64
     num_workers: int = 0
     cache: bool = False  # train on the tokens `mmdit prepare` encoded once (mmdit.token_cache)
+    packing: bool = False  # train on packed rows instead of padded items (one-stream recipes; mmdit.packing)
 
 
 @dataclass

@@ -24,6 +24,7 @@ from torch import Tensor
 from mmdit.masks import ROLES, role_structure
 from mmdit.module import DiffusionModule
 from mmdit.samplers import sampler
+from mmdit.step_noise import StepNoise
 from mmdit.tokens import Tokens
 from modalities.text import BOS, EOS, PAD, TextAdapter, decode_text, encode_text
 
@@ -75,32 +76,34 @@ class UnifiedModule(DiffusionModule):
         return draw.choices(self.task_names, self.task_weights)[0]
 
     def task_losses(
-        self, batch: Mapping[str, Any], task: str, drop: float, generator=None
+        self, batch: Mapping[str, Any], task: str, drop: float, generator: torch.Generator | None = None
     ) -> dict[str, Tensor]:
-        """{"text": L, "diffusion": L} (the parts present) for one batch trained as `task`."""
+        """{"text": L, "diffusion": L} (the parts present) for one batch trained as `task`. Noise, times,
+        caption and label dropout come from `step_noise(generator)`; the losses are per-rank means as in
+        `DiffusionModule.diffusion_loss`."""
         roles = self.recipe.tasks[task].roles
-        draw_on = "cpu" if generator is not None else self.device
+        draws = self.step_noise(generator)
         numbers = batch.get("numbers", {})
         tokens = {
             s: self.adapters[s].encode(batch["media"][s], numbers) for s in self.model.specs if s in roles
         }
         if drop > 0 and roles.get(self.text) in ("condition", "understand"):
             # Caption dropout: the empty prompt is the unconditional input that guidance samples against.
-            tokens[self.text] = self._drop_text(tokens[self.text], drop, generator)
+            tokens[self.text] = self._drop_text(tokens[self.text], drop, draws)
         batch_size = next(iter(tokens.values())).batch_size
         inputs, times, targets = {}, {}, {}
         for s, tok in tokens.items():
             times[s] = torch.zeros(batch_size, device=self.device)
             inputs[s] = tok
             if roles[s] == "generate" and not tok.discrete:
-                t = self.objective.sample_time(batch_size, draw_on, generator).to(self.device)
-                noise = torch.randn(tok.x.shape, generator=generator, device=draw_on).to(tok.x)
+                t = draws(lambda n, g: self.objective.sample_time(n, generator=g), batch_size)
+                noise = draws.normal(tok.x.shape).to(tok.x)
                 inputs[s], times[s] = tok.with_x(self.objective.add_noise(tok.x, noise, t)), t
                 targets[s] = self.objective.target(tok.x, noise)
         out = self.model(
             inputs,
             times,
-            self._labels(batch, drop),
+            self._labels(batch, drop, draws),
             numbers=self._numbers(numbers),
             structure=role_structure(inputs, roles),
         )
@@ -117,12 +120,9 @@ class UnifiedModule(DiffusionModule):
                 )
         return losses
 
-    def _drop_text(self, tokens: Tokens, drop: float, generator) -> Tokens:
+    def _drop_text(self, tokens: Tokens, drop: float, draws: StepNoise) -> Tokens:
         """With probability `drop` an item's text becomes the empty prompt [BOS, EOS]."""
-        dropped = torch.rand(
-            tokens.batch_size, generator=generator, device="cpu" if generator else tokens.x.device
-        )
-        dropped = dropped.to(tokens.x.device) < drop
+        dropped = draws.uniform(tokens.batch_size).to(tokens.x.device) < drop
         empty = self._empty_prompt(tokens.batch_size, tokens.length).to(tokens.x.device)
         return self.adapters[self.text].encode(torch.where(dropped[:, None], empty, tokens.x))
 

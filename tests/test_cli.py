@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -132,20 +129,6 @@ def test_bad_input_is_a_clear_error(args, message, capsys):
 def test_unknown_class_lists_the_valid_ones(run_dir, capsys):
     assert main(["sample", str(run_dir / "weights.safetensors"), "--label", "eleven"]) == 2
     assert "'0', '1'" in capsys.readouterr().err
-
-
-def test_ddp_fit_on_two_cpu_processes(tmp_path):
-    """Two processes, gloo, through the real command (Lightning's DDP launcher re-runs it per rank). With
-    no run_dir, both ranks must agree on the timestamped run directory."""
-    args = [*TINY, "trainer.max_steps=6", "trainer.val_check_interval=6", "trainer.accelerator=cpu"]
-    args += ["trainer.devices=2", "trainer.strategy=ddp"]
-    env = {k: v for k, v in os.environ.items() if k != "MMDIT_RUN_STAMP"} | {"OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "mmdit.cli", "fit", "image-digits", *args]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "GLOBAL_RANK: 1" in done.stderr + done.stdout
-    [run_dir] = (tmp_path / "runs" / "image-digits").iterdir()
-    assert (run_dir / "weights.safetensors").is_file() and (run_dir / "eval.json").is_file()
 
 
 def test_fit_on_a_folder_of_the_users_images(tmp_path):

@@ -51,7 +51,7 @@ def test_training_lowers_the_loss(precision):
 def test_label_dropout_uses_the_null_class():
     _, module = build()
     batch = {"labels": {"digit": torch.arange(10).repeat(100)}}
-    labels = module._labels(batch, drop=0.3)["digit"]
+    labels = module._labels(batch, drop=0.3, draws=module.step_noise())["digit"]
     dropped = (labels == 10).float().mean().item()
     assert 0.25 < dropped < 0.35
     kept = labels != 10

@@ -77,9 +77,9 @@ def test_caption_dropout_empties_the_prompt():
     data, module = build()
     batch = next(iter(data.train_dataloader()))
     tokens = module.adapters["text"].encode(batch["media"]["text"])
-    dropped = module._drop_text(tokens, 1.0, torch.Generator().manual_seed(0))
+    dropped = module._drop_text(tokens, 1.0, module.step_noise(torch.Generator().manual_seed(0)))
     assert (dropped.mask.sum(dim=1) == 2).all()  # BOS, EOS
-    kept = module._drop_text(tokens, 0.0, torch.Generator().manual_seed(0))
+    kept = module._drop_text(tokens, 0.0, module.step_noise(torch.Generator().manual_seed(0)))
     assert torch.equal(kept.x, tokens.x)
 
 
