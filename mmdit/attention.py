@@ -29,11 +29,12 @@ def attention_mask(real: Tensor, structure: Tensor | None) -> Tensor | None:
     return ((structure & real[:, None, :]) | eye)[:, None]
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor, angles: Tensor | None, mask: Tensor | None) -> Tensor:
-    """q, k, v: [B, H, N, D]; angles: [B, N, D / 2] rotary angles or None; mask: [B, 1, N or 1, N] bool.
+def attend(q: Tensor, k: Tensor, v: Tensor, rotation: Tensor | None, mask: Tensor | None) -> Tensor:
+    """q, k, v: [B, H, N, D]; rotation: [B, 1, N, D / 2, 2] (`rope_rotation`) or None; mask:
+    [B, 1, N or 1, N] bool.
 
     Returns [B, N, H * D]."""
-    if angles is not None:
-        q, k = apply_rope(q, angles), apply_rope(k, angles)
+    if rotation is not None:
+        q, k = apply_rope(q, rotation), apply_rope(k, rotation)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     return rearrange(out, "b h n d -> b n (h d)")

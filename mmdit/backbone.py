@@ -17,7 +17,7 @@ from torch.utils.checkpoint import checkpoint
 from mmdit.attention_layouts import LAYOUTS, block_masks
 from mmdit.blocks import FinalLayer, JointBlock, SingleBlock
 from mmdit.embeddings import LabelEmbedder, PooledEmbedder, TimestepEmbedder
-from mmdit.positions import SinCosTable, rope_angles, split_head_dim
+from mmdit.positions import SinCosTable, rope_angles, rope_rotation, split_head_dim
 from mmdit.tokens import Tokens
 
 Positions = Literal["rope", "sincos", "none"]
@@ -251,19 +251,20 @@ class MMDiT(nn.Module):
             xs[s] = self.inputs[s](tokens.x)
             if s in self.pos_tables:
                 xs[s] = xs[s] + self.pos_tables[s](tokens.pos)
-        angles = self.rope(streams, names)
+        rotation = self.rope(streams, names)
         masks = block_masks(self.attention, [streams[s] for s in names], structure)
         for i, block in enumerate([*self.joint_blocks, *self.single_blocks]):
             mask = masks[i % len(masks)]
             if self.checkpointing and torch.is_grad_enabled():
-                xs = checkpoint(block, xs, conds, angles, mask, items, use_reentrant=False)
+                xs = checkpoint(block, xs, conds, rotation, mask, items, use_reentrant=False)
             else:
-                xs = block(xs, conds, angles, mask, items)
+                xs = block(xs, conds, rotation, mask, items)
         return {s: self.outputs[s](xs[s], conds[s], items) for s in names}
 
     def rope(self, streams: Mapping[str, Tokens], names: list[str]) -> Tensor | None:
-        """Rotary angles for the concatenated sequence, [B, N, head_dim / 2]; zero (no rotation) on the
-        tokens of streams that use another position scheme. None when no stream uses rotary positions."""
+        """The rotary rotation of the concatenated sequence, `rope_rotation` [B, 1, N, head_dim / 2, 2] of
+        angles [B, N, head_dim / 2]; angle zero (no rotation) on the tokens of streams that use another
+        position scheme. None when no stream uses rotary positions."""
         if not any(s in self.rope_axes_dim for s in names):
             return None
         parts = []
@@ -274,4 +275,4 @@ class MMDiT(nn.Module):
             else:
                 half = self.width // self.heads // 2
                 parts.append(tokens.x.new_zeros(tokens.batch_size, tokens.length, half, dtype=torch.float32))
-        return torch.cat(parts, dim=1)
+        return rope_rotation(torch.cat(parts, dim=1))

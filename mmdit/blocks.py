@@ -21,7 +21,8 @@ Modulation = tuple[Tensor, ...]
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
-    return x * (1 + scale) + shift
+    """x * (1 + scale) + shift in one fused kernel (x [B, N, D]; shift, scale [B, 1 or N, D])."""
+    return torch.addcmul(shift, x, 1 + scale)
 
 
 def layer_norm(width: int, eps: float = 1e-6) -> nn.LayerNorm:
@@ -81,8 +82,8 @@ class StreamWeights(nn.Module):
 
     def finish(self, x: Tensor, attended: Tensor, mod: Modulation) -> Tensor:
         """Gated residual of the attention output [B, N, D], then the gated MLP."""
-        x = x + mod[2] * self.proj(attended)
-        return x + mod[5] * self.mlp(modulate(self.norm2(x), mod[3], mod[4]))
+        x = torch.addcmul(x, mod[2], self.proj(attended))
+        return torch.addcmul(x, mod[5], self.mlp(modulate(self.norm2(x), mod[3], mod[4])))
 
 
 def per_token(per_item: Tensor, items: Tensor) -> Tensor:
@@ -112,17 +113,17 @@ class JointBlock(nn.Module):
         self,
         xs: Mapping[str, Tensor],
         conds: Mapping[str, Tensor],
-        angles: Tensor | None,
+        rotation: Tensor | None,
         mask: Tensor | None,
         items: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """xs: {stream: [B, N_s, D]}; conds: {stream: [B, D]}; angles: [B, sum N_s, D / H / 2] or None;
-        mask: [B, 1, 1 or N, N] bool or None; items: packed rows' item per token. Returns {stream:
-        [B, N_s, D]}."""
+        """xs: {stream: [B, N_s, D]}; conds: {stream: [B, D]}; rotation: [B, 1, sum N_s, D / H / 2, 2] or
+        None (`rope_rotation`); mask: [B, 1, 1 or N, N] bool or None; items: packed rows' item per token.
+        Returns {stream: [B, N_s, D]}."""
         mods = {s: self.streams[s].modulations([conds[s]], [x.shape[1]], items) for s, x in xs.items()}
         heads = [self.streams[s].qkv_heads(x, mods[s]) for s, x in xs.items()]
         q, k, v = (torch.cat(parts, dim=2) for parts in zip(*heads, strict=True))
-        attended = attend(q, k, v, angles, mask).split([x.shape[1] for x in xs.values()], dim=1)
+        attended = attend(q, k, v, rotation, mask).split([x.shape[1] for x in xs.values()], dim=1)
         return {
             s: self.streams[s].finish(x, a, mods[s]) for (s, x), a in zip(xs.items(), attended, strict=True)
         }
@@ -139,7 +140,7 @@ class SingleBlock(nn.Module):
         self,
         xs: Mapping[str, Tensor],
         conds: Mapping[str, Tensor],
-        angles: Tensor | None,
+        rotation: Tensor | None,
         mask: Tensor | None,
         items: Tensor | None = None,
     ) -> dict[str, Tensor]:
@@ -147,7 +148,7 @@ class SingleBlock(nn.Module):
         lengths = [x.shape[1] for x in xs.values()]
         mod = self.weights.modulations([conds[s] for s in xs], lengths, items)
         x = torch.cat(list(xs.values()), dim=1)
-        attended = attend(*self.weights.qkv_heads(x, mod), angles, mask)
+        attended = attend(*self.weights.qkv_heads(x, mod), rotation, mask)
         return dict(zip(xs, self.weights.finish(x, attended, mod).split(lengths, dim=1), strict=True))
 
 

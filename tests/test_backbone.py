@@ -9,7 +9,7 @@ from torch.testing import assert_close
 from mmdit import presets
 from mmdit.backbone import MMDiT, StreamSpec
 from mmdit.blocks import JointBlock, SingleBlock
-from mmdit.positions import rope_angles, split_head_dim
+from mmdit.positions import rope_angles, rope_rotation, split_head_dim
 from mmdit.tokens import Tokens
 
 WIDTH, HEADS = 32, 2
@@ -125,14 +125,14 @@ def test_adaln_zero_blocks_are_identity_and_output_is_zero():
     g = torch.Generator().manual_seed(1)
     xs = {"a": torch.randn(2, 5, WIDTH, generator=g), "b": torch.randn(2, 9, WIDTH, generator=g)}
     conds = {s: torch.randn(2, WIDTH, generator=g) for s in xs}
-    angles = torch.randn(2, 14, WIDTH // HEADS // 2, generator=g)
+    rotation = rope_rotation(torch.randn(2, 14, WIDTH // HEADS // 2, generator=g))
     mask = torch.ones(2, 1, 1, 14, dtype=torch.bool)
     mask[0, ..., -3:] = False
     blocks = [*model.joint_blocks, *model.single_blocks]
     assert sum(isinstance(b, JointBlock) for b in blocks) == 2
     assert sum(isinstance(b, SingleBlock) for b in blocks) == 2
     for block in blocks:
-        out = block(xs, conds, angles, mask)
+        out = block(xs, conds, rotation, mask)
         for s in xs:
             assert torch.equal(out[s], xs[s])
 
@@ -421,18 +421,19 @@ def test_gradients_reach_every_trainable_parameter():
             assert p.grad is None, name
 
 
-def test_model_rope_angles_per_stream():
+def test_model_rope_rotation_per_stream():
     """Each rope stream rotates by its own positions and head split; other streams are not rotated."""
     specs = [ROPE3, StreamSpec("b", 4, positions="none"), StreamSpec("c", 4, positions="rope", axes=1)]
     model = tiny(specs)
     g = torch.Generator().manual_seed(16)
     streams = {s.name: make_tokens(s, 2, n, g) for s, n in zip(specs, (3, 4, 5), strict=True)}
-    angles = model.rope(streams, ["a", "b", "c"])
+    rotation = model.rope(streams, ["a", "b", "c"])
     head_dim = WIDTH // HEADS
-    assert angles.shape == (2, 12, head_dim // 2)
-    assert_close(angles[:, :3], rope_angles(streams["a"].pos, split_head_dim(head_dim, 3)))
-    assert torch.equal(angles[:, 3:7], torch.zeros(2, 4, head_dim // 2))
-    assert_close(angles[:, 7:], rope_angles(streams["c"].pos, [head_dim]))
+    assert rotation.shape == (2, 1, 12, head_dim // 2, 2)
+    expected_a = rope_rotation(rope_angles(streams["a"].pos, split_head_dim(head_dim, 3)))
+    assert_close(rotation[:, :, :3], expected_a)
+    assert torch.equal(rotation[:, :, 3:7], rope_rotation(torch.zeros(2, 4, head_dim // 2)))
+    assert_close(rotation[:, :, 7:], rope_rotation(rope_angles(streams["c"].pos, [head_dim])))
     assert model.rope({"b": streams["b"]}, ["b"]) is None
 
 

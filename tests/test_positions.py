@@ -7,14 +7,14 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from mmdit.positions import SinCosTable, apply_rope, rope_angles, split_head_dim
+from mmdit.positions import SinCosTable, apply_rope, rope_angles, rope_rotation, split_head_dim
 
 HEAD_DIM = 24
 
 
 def rotate(x: torch.Tensor, pos: torch.Tensor, axes: int) -> torch.Tensor:
     """x: [B, H, N, D], pos: [B, N, A] -> x rotated by the rotary angles of pos."""
-    return apply_rope(x, rope_angles(pos, split_head_dim(x.shape[-1], axes)))
+    return apply_rope(x, rope_rotation(rope_angles(pos, split_head_dim(x.shape[-1], axes))))
 
 
 @pytest.mark.parametrize("axes", [1, 2, 3])
@@ -63,7 +63,7 @@ def test_rope_at_position_zero_is_identity_and_preserves_norms():
     x = torch.randn(2, 4, 9, HEAD_DIM, generator=g)
     assert_close(rotate(x, torch.zeros(2, 9, 3), 3), x)
     angles = torch.randn(2, 9, HEAD_DIM // 2, generator=g) * 100
-    rotated = apply_rope(x, angles)
+    rotated = apply_rope(x, rope_rotation(angles))
     assert not torch.allclose(rotated, x)
     assert_close(rotated.norm(dim=-1), x.norm(dim=-1), atol=1e-5, rtol=1e-5)
     # Each channel pair is rotated on its own, so each pair's norm is kept too.
@@ -75,9 +75,22 @@ def test_rope_at_position_zero_is_identity_and_preserves_norms():
     )
 
 
+def test_rope_rotates_each_channel_pair_by_its_angle():
+    """The complex multiply equals the textbook rotation (x0 cos - x1 sin, x0 sin + x1 cos) of each pair."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 4, 9, HEAD_DIM, generator=g)
+    angles = torch.randn(2, 9, HEAD_DIM // 2, generator=g) * 10
+    cos, sin = angles.cos()[:, None], angles.sin()[:, None]
+    even, odd = x[..., 0::2], x[..., 1::2]
+    expected = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2)
+    assert_close(apply_rope(x, rope_rotation(angles)), expected, atol=1e-5, rtol=1e-5)
+    compiled = torch.compile(apply_rope, backend="aot_eager", fullgraph=True)  # the real-arithmetic path
+    assert_close(compiled(x, rope_rotation(angles)), expected, atol=1e-5, rtol=1e-5)
+
+
 def test_rope_keeps_dtype():
     x = torch.randn(1, 2, 3, 8, dtype=torch.bfloat16)
-    assert apply_rope(x, torch.rand(1, 3, 4)).dtype == torch.bfloat16
+    assert apply_rope(x, rope_rotation(torch.rand(1, 3, 4))).dtype == torch.bfloat16
 
 
 def test_rope_angles_checks_axes():
