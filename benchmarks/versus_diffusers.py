@@ -1,10 +1,13 @@
 """mmdit's DiT against diffusers' DiTTransformer2DModel of the same size: training step time and peak memory.
 
-    python benchmarks/versus_diffusers.py [--sizes DiT-S/2 DiT-B/2] [--batch 8] [--steps 5] [--compile]
+    python benchmarks/versus_diffusers.py [--sizes DiT-S/2 DiT-B/2] [--batch 8] [--steps 5] [--rounds 3]
+                                          [--compile]
 
 Same inputs (32×32×4 latents, DiT's 256 px shape; 1000 classes; learned sigma), same threads, fp32; a step is
 forward + backward + AdamW. Each configuration runs in its own child process, so its peak resident memory
 (CPU) or peak allocated memory (GPU) is its own; the parent prints the table and the ratio ours / theirs.
+The two run in turn for `--rounds` rounds and each one's time is the median over its rounds (each round's
+figure is the median of its steps), so that a machine whose load drifts (other jobs) slows both alike.
 With --compile both are also timed under torch.compile (ours: each block; theirs: the whole model, as the
 diffusers docs suggest); compile time is excluded (warm-up steps).
 """
@@ -19,6 +22,7 @@ import sys
 import time
 
 import torch
+from regression_target import target
 
 CHANNELS, SIDE, CLASSES = 4, 32, 1000
 
@@ -73,18 +77,19 @@ def measure(kind: str, size: str, batch: int, steps: int, compiled: bool) -> dic
     latents = torch.randn(batch, CHANNELS, SIDE, SIDE, device=device)
     classes = torch.randint(0, CLASSES, (batch,), device=device)
     times = []
-    for _ in range(steps + 2):  # two warm-up steps (compilation happens there)
+    for _ in range(steps + 3):  # three warm-up steps (compilation; the zero-initialised gates open)
         if device == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
         timesteps = torch.randint(0, 1000, (batch,), device=device)
-        forward(latents, timesteps, classes).square().mean().backward()
+        out = forward(latents, timesteps, classes)
+        (out - target(out)).square().mean().backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if device == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    measured = sorted(times[2:])
+    measured = sorted(times[3:])
     peak = (
         torch.cuda.max_memory_allocated() / 2**20
         if device == "cuda"
@@ -93,11 +98,18 @@ def measure(kind: str, size: str, batch: int, steps: int, compiled: bool) -> dic
     return {"seconds": measured[len(measured) // 2], "peak_mib": peak, "device": device}
 
 
+def median_round(runs: list[dict]) -> dict:
+    """The median of rounds' step times, beside the largest peak memory of any round."""
+    seconds = sorted(run["seconds"] for run in runs)
+    return {"seconds": seconds[len(seconds) // 2], "peak_mib": max(run["peak_mib"] for run in runs)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", nargs="+", default=["DiT-S/2", "DiT-B/2"])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--one", nargs=3, metavar=("KIND", "SIZE", "COMPILED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -106,17 +118,22 @@ def main() -> None:
         print(json.dumps(measure(kind, size, args.batch, args.steps, compiled == "1")))
         return
     threads = torch.get_num_threads()
-    print(f"torch {torch.__version__}, {threads} threads, batch {args.batch}, median of {args.steps} steps")
+    print(
+        f"torch {torch.__version__}, {threads} threads, batch {args.batch}, median of {args.steps} steps, "
+        f"median of {args.rounds} alternating rounds"
+    )
     print(f"{'model':10s} {'compile':8s} {'mmdit ms':>10s} {'diffusers ms':>13s} {'ratio':>6s} "
           f"{'mmdit MiB':>10s} {'diffusers MiB':>14s}")  # fmt: skip
     for size in args.sizes:
         for compiled in [False, True] if args.compile else [False]:
-            row = {}
-            for kind in ("mmdit", "diffusers"):
-                command = [sys.executable, __file__, "--one", kind, size, str(int(compiled))]
-                command += ["--batch", str(args.batch), "--steps", str(args.steps)]
-                done = subprocess.run(command, capture_output=True, text=True, check=True)
-                row[kind] = json.loads(done.stdout.strip().splitlines()[-1])
+            rounds: dict[str, list[dict]] = {"mmdit": [], "diffusers": []}
+            for _ in range(args.rounds):
+                for kind in rounds:
+                    command = [sys.executable, __file__, "--one", kind, size, str(int(compiled))]
+                    command += ["--batch", str(args.batch), "--steps", str(args.steps)]
+                    done = subprocess.run(command, capture_output=True, text=True, check=True)
+                    rounds[kind].append(json.loads(done.stdout.strip().splitlines()[-1]))
+            row = {kind: median_round(runs) for kind, runs in rounds.items()}
             ours, theirs = row["mmdit"], row["diffusers"]
             print(
                 f"{size:10s} {'yes' if compiled else 'no':8s} {ours['seconds'] * 1000:10.1f} "

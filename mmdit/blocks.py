@@ -147,7 +147,7 @@ class SingleBlock(nn.Module):
         """Same shapes as `JointBlock.forward`."""
         lengths = [x.shape[1] for x in xs.values()]
         mod = self.weights.modulations([conds[s] for s in xs], lengths, items)
-        x = torch.cat(list(xs.values()), dim=1)
+        x = torch.cat(list(xs.values()), dim=1) if len(xs) > 1 else next(iter(xs.values()))  # no copy of one
         attended = attend(*self.weights.qkv_heads(x, mod), rotation, mask)
         return dict(zip(xs, self.weights.finish(x, attended, mod).split(lengths, dim=1), strict=True))
 

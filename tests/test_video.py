@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from torch.testing import assert_close
 
-from mmdit.positions import apply_rope, rope_angles, split_head_dim
+from mmdit.positions import apply_rope, rope_angles, rope_rotation, split_head_dim
 from modalities import build_adapter
 from modalities.image_datasets import DigitsDataset
 from modalities.video import VideoAdapter, frame_mask, tubeletify, untubeletify
@@ -87,8 +87,8 @@ def test_3d_rope_score_depends_only_on_offset_along_time():
     axes_dim = split_head_dim(head_dim, 3)
 
     def score(p_q, p_k):
-        rq = apply_rope(q, rope_angles(p_q[None, None], axes_dim))
-        rk = apply_rope(k, rope_angles(p_k[None, None], axes_dim))
+        rq = apply_rope(q, rope_rotation(rope_angles(p_q[None, None], axes_dim)))
+        rk = apply_rope(k, rope_rotation(rope_angles(p_k[None, None], axes_dim)))
         return (rq * rk).sum()
 
     at = {tuple(p.int().tolist()): p for p in pos[0]}
