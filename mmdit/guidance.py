@@ -19,7 +19,8 @@ def null_labels(model: MMDiT, labels: Mapping[str, Tensor]) -> dict[str, Tensor]
     return {k: torch.full_like(v, model.label_embedders[k].null_index) for k, v in labels.items()}
 
 
-def _twice(tokens: Tokens) -> Tokens:
+def twice(tokens: Tokens) -> Tokens:
+    """A batch stacked on itself, [2B, ...]: the conditional and unconditional halves of guidance."""
     return Tokens(tokens.x.repeat(2, 1, 1), tokens.pos.repeat(2, 1, 1), tokens.mask.repeat(2, 1))
 
 
@@ -42,7 +43,7 @@ def guided_prediction(
     numbers = dict(numbers or {})
     guided = scale != 1.0 and bool(labels)
     if guided:
-        layouts = {s: _twice(tok) for s, tok in layouts.items()}
+        layouts = {s: twice(tok) for s, tok in layouts.items()}
         nulls = null_labels(model, labels)
         labels = {k: torch.cat([v, nulls[k]]) for k, v in labels.items()}
         numbers = {k: v.repeat(2) for k, v in numbers.items()}

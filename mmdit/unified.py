@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor
 
+from mmdit.guidance import twice
 from mmdit.masks import ROLES, role_structure
 from mmdit.module import DiffusionModule
 from mmdit.samplers import sampler
@@ -224,7 +225,7 @@ class UnifiedModule(DiffusionModule):
                 continue
             roles = self._task_of(stream)
             layout = self.adapters[stream].layout(n, numbers).to(self.device)
-            doubled = Tokens(layout.x.repeat(2, 1, 1), layout.pos.repeat(2, 1, 1), layout.mask.repeat(2, 1))
+            doubled = twice(layout)
 
             def velocity(x: dict[str, Tensor], t: Tensor, stream=stream, doubled=doubled, roles=roles):
                 given = {self.text: prompt, stream: doubled.with_x(x[stream].repeat(2, 1, 1))}
