@@ -147,7 +147,8 @@ class SingleBlock(nn.Module):
         """Same shapes as `JointBlock.forward`."""
         lengths = [x.shape[1] for x in xs.values()]
         mod = self.weights.modulations([conds[s] for s in xs], lengths, items)
-        x = torch.cat(list(xs.values()), dim=1) if len(xs) > 1 else next(iter(xs.values()))  # no copy of one
+        # One stream is used as it is: concatenating it alone would copy every activation.
+        x = torch.cat(list(xs.values()), dim=1) if len(xs) > 1 else next(iter(xs.values()))
         attended = attend(*self.weights.qkv_heads(x, mod), rotation, mask)
         return dict(zip(xs, self.weights.finish(x, attended, mod).split(lengths, dim=1), strict=True))
 
