@@ -60,6 +60,8 @@ class ModelConfig:
     heads: int | None = None
     mlp_ratio: float = 4.0
     qk_norm: bool = True
+    label_init_std: float = 0.02  # DiT's N(0, 0.02) label embeddings; 1.0 (nn.Embedding's) conditions sooner
+    rope_theta: float = 10000.0  # rotary base; a grid of a few tokens per axis resolves offsets better lower
     attention: str = "full"  # "full" joint attention, or "factorised" spatial / temporal blocks (video)
     time_frequency_shift: float = 0.0  # 1 for checkpoints converted from diffusers' DiT port
     mlp_norm_eps: float = 1e-6  # 1e-5 for checkpoints converted from diffusers' DiT port

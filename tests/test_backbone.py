@@ -274,6 +274,14 @@ def test_label_and_pooled_conditioning():
     assert torch.equal(null_class["a"][1], out["a"][1])  # item 1 already had the null class
 
 
+@pytest.mark.parametrize("std", [0.02, 1.0])
+def test_label_embeddings_start_at_the_requested_scale(std):
+    torch.manual_seed(0)
+    model = MMDiT([NONE], width=64, heads=2, single_depth=1, labels={"digit": 200}, label_init_std=std)
+    weights = model.label_embedders["digit"].embedding.weight
+    assert weights.std().item() == pytest.approx(std, rel=0.05)
+
+
 def test_number_conditioning_is_checked_and_changes_the_prediction():
     model = tiny([NONE], numbers=["seconds"])
     g = torch.Generator().manual_seed(10)
