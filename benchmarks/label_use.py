@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import time
-from functools import partial
 
 import torch
 from torch.utils.data import DataLoader
 
 from mmdit.flow import RectifiedFlow
-from mmdit.module import learning_rate_factor
+from mmdit.module import optimizer_and_schedule
 from mmdit.recipe import load_recipe
 from mmdit.train import build
 
@@ -75,12 +74,7 @@ def main() -> None:
         print(" | ".join(cells), flush=True)
         model.train()
 
-    opt = recipe.optimizer
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=opt.lr, betas=tuple(opt.betas), weight_decay=opt.weight_decay
-    )
-    factor = partial(learning_rate_factor, warmup=opt.warmup_steps, decay=opt.decay, total=args.steps)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    optimizer, schedule = optimizer_and_schedule(model.parameters(), recipe.optimizer, args.steps)
     clip = recipe.trainer.get("gradient_clip_val")
     setup = " ".join([args.recipe, *args.overrides])
     print(f"{setup}: loss at t = {args.times}, then its % increase per shuffled label")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from safetensors import safe_open
 from safetensors.torch import load_file
-from torch import Tensor
+from torch import Tensor, nn
 
 from mmdit.backbone import MMDiT
 from mmdit.data import data_stream
@@ -52,6 +52,21 @@ def learning_rate_factor(step: int, warmup: int, decay: str, total: int) -> floa
     if decay == "constant":
         return 1.0
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / (total - warmup))))
+
+
+def optimizer_and_schedule(
+    parameters: Iterable[nn.Parameter], opt: DictConfig, total_steps: int
+) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """A recipe's `optimizer` section -> AdamW over the trainable `parameters` and its per-step schedule
+    (linear warm-up, then constant or a cosine to zero at `total_steps`)."""
+    if opt.decay not in ("constant", "cosine"):
+        raise ValueError(f"optimizer.decay must be constant or cosine, got {opt.decay!r}")
+    if opt.decay == "cosine" and total_steps <= opt.warmup_steps:
+        raise ValueError("optimizer.decay=cosine needs trainer.max_steps larger than optimizer.warmup_steps")
+    trainable = [p for p in parameters if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=opt.lr, betas=tuple(opt.betas), weight_decay=opt.weight_decay)
+    factor = partial(learning_rate_factor, warmup=opt.warmup_steps, decay=opt.decay, total=total_steps)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 class DiffusionModule(L.LightningModule):
@@ -214,22 +229,8 @@ class DiffusionModule(L.LightningModule):
         self.log("val/loss", sum(losses.values()), prog_bar=True, sync_dist=True)
 
     def configure_optimizers(self):
-        opt = self.recipe.optimizer
-        params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(
-            params, lr=opt.lr, betas=tuple(opt.betas), weight_decay=opt.weight_decay
-        )
-        if opt.decay not in ("constant", "cosine"):
-            raise ValueError(f"optimizer.decay must be constant or cosine, got {opt.decay!r}")
-        if opt.decay == "cosine" and self.trainer.max_steps <= opt.warmup_steps:
-            raise ValueError(
-                "optimizer.decay=cosine needs trainer.max_steps larger than optimizer.warmup_steps"
-            )
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer,
-            partial(
-                learning_rate_factor, warmup=opt.warmup_steps, decay=opt.decay, total=self.trainer.max_steps
-            ),
+        optimizer, schedule = optimizer_and_schedule(
+            self.parameters(), self.recipe.optimizer, self.trainer.max_steps
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
