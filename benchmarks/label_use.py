@@ -50,7 +50,7 @@ def main() -> None:
     noise = torch.randn(tokens.x.shape, generator=g)
     shuffles = {k: torch.randperm(tokens.batch_size, generator=g) for k in keys}
     truth = {k: heldout["labels"][k] for k in keys}
-    numbers = module._numbers(heldout.get("numbers", {}))
+    numbers = module.conditioning_numbers(heldout.get("numbers", {}))
 
     @torch.no_grad()
     def losses(labels: dict[str, torch.Tensor]) -> list[float]:

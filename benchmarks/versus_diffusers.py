@@ -1,13 +1,17 @@
 """mmdit's DiT against diffusers' DiTTransformer2DModel of the same size: training step time and peak memory.
 
     python benchmarks/versus_diffusers.py [--sizes DiT-S/2 DiT-B/2] [--batch 8] [--steps 5] [--rounds 3]
-                                          [--compile]
+                                          [--compile] [--precision 32|bf16-mixed] [--interleaved]
 
-Same inputs (32×32×4 latents, DiT's 256 px shape; 1000 classes; learned sigma), same threads, fp32; a step is
-forward + backward + AdamW. Each configuration runs in its own child process, so its peak resident memory
-(CPU) or peak allocated memory (GPU) is its own; the parent prints the table and the ratio ours / theirs.
+Same inputs (32×32×4 latents, DiT's 256 px shape; 1000 classes; learned sigma), same threads, fp32 weights
+and, with `--precision bf16-mixed`, both forwards under bf16 autocast (what Lightning's bf16-mixed does); a
+step is forward + backward + AdamW. Each configuration runs in its own child process, so its peak resident
+memory (CPU) or peak allocated memory (GPU) is its own; the parent prints the table and the ratio ours /
+theirs.
 The two run in turn for `--rounds` rounds and each one's time is the median over its rounds (each round's
 figure is the median of its steps), so that a machine whose load drifts (other jobs) slows both alike.
+With --interleaved both models live in this process and their steps alternate one by one (the issue's "side
+by side, in one process"; the steadiest ratio on a machine whose speed drifts), without the memory columns.
 With --compile both are also timed under torch.compile (ours: each block; theirs: the whole model, as the
 diffusers docs suggest); compile time is excluded (warm-up steps).
 """
@@ -68,7 +72,8 @@ def build(kind: str, size: str, compiled: bool):
     return model, forward
 
 
-def measure(kind: str, size: str, batch: int, steps: int, compiled: bool) -> dict:
+def trainer(kind: str, size: str, batch: int, compiled: bool, precision: str):
+    """A function that runs one timed training step of `kind` at `size` and returns its seconds."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
     model, forward = build(kind, size, compiled)
@@ -76,32 +81,55 @@ def measure(kind: str, size: str, batch: int, steps: int, compiled: bool) -> dic
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     latents = torch.randn(batch, CHANNELS, SIDE, SIDE, device=device)
     classes = torch.randint(0, CLASSES, (batch,), device=device)
-    times = []
-    for _ in range(steps + 3):  # three warm-up steps (compilation; the zero-initialised gates open)
+
+    def step() -> float:
         if device == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
         timesteps = torch.randint(0, 1000, (batch,), device=device)
-        out = forward(latents, timesteps, classes)
-        (out - target(out)).square().mean().backward()
+        with torch.autocast(device, torch.bfloat16, enabled=precision == "bf16-mixed"):
+            out = forward(latents, timesteps, classes)
+        (out.float() - target(out)).square().mean().backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if device == "cuda":
             torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    measured = sorted(times[3:])
+        return time.perf_counter() - start
+
+    return step
+
+
+def median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def measure(kind: str, size: str, batch: int, steps: int, compiled: bool, precision: str) -> dict:
+    step = trainer(kind, size, batch, compiled, precision)
+    times = [step() for _ in range(steps + 3)]  # three warm-up steps (compilation; the gates open)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     peak = (
         torch.cuda.max_memory_allocated() / 2**20
         if device == "cuda"
         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     )
-    return {"seconds": measured[len(measured) // 2], "peak_mib": peak, "device": device}
+    return {"seconds": median(times[3:]), "peak_mib": peak, "device": device}
+
+
+def interleaved(size: str, batch: int, steps: int, compiled: bool, precision: str) -> dict[str, float]:
+    """Both models in this process, their steps alternating one by one: {kind: median step seconds}. A
+    machine whose speed drifts slows both alike (peak memory needs separate processes: not measured)."""
+    steps_of = {kind: trainer(kind, size, batch, compiled, precision) for kind in ("mmdit", "diffusers")}
+    times: dict[str, list[float]] = {kind: [] for kind in steps_of}
+    for _ in range(steps + 3):
+        for kind, step in steps_of.items():
+            times[kind].append(step())
+    return {kind: median(values[3:]) for kind, values in times.items()}
 
 
 def median_round(runs: list[dict]) -> dict:
     """The median of rounds' step times, beside the largest peak memory of any round."""
-    seconds = sorted(run["seconds"] for run in runs)
-    return {"seconds": seconds[len(seconds) // 2], "peak_mib": max(run["peak_mib"] for run in runs)}
+    seconds = median([run["seconds"] for run in runs])
+    return {"seconds": seconds, "peak_mib": max(run["peak_mib"] for run in runs)}
 
 
 def main() -> None:
@@ -111,26 +139,39 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--precision", choices=["32", "bf16-mixed"], default="32")
+    parser.add_argument("--interleaved", action="store_true", help="one process, steps alternating")
     parser.add_argument("--one", nargs=3, metavar=("KIND", "SIZE", "COMPILED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         kind, size, compiled = args.one
-        print(json.dumps(measure(kind, size, args.batch, args.steps, compiled == "1")))
+        measured = measure(kind, size, args.batch, args.steps, compiled == "1", args.precision)
+        print(json.dumps(measured))
         return
     threads = torch.get_num_threads()
+    protocol = "steps alternating in one process" if args.interleaved else f"{args.rounds} alternating rounds"
     print(
-        f"torch {torch.__version__}, {threads} threads, batch {args.batch}, median of {args.steps} steps, "
-        f"median of {args.rounds} alternating rounds"
+        f"torch {torch.__version__}, {threads} threads, precision {args.precision}, batch {args.batch}, "
+        f"median of {args.steps} steps, {protocol}"
     )
     print(f"{'model':10s} {'compile':8s} {'mmdit ms':>10s} {'diffusers ms':>13s} {'ratio':>6s} "
           f"{'mmdit MiB':>10s} {'diffusers MiB':>14s}")  # fmt: skip
     for size in args.sizes:
         for compiled in [False, True] if args.compile else [False]:
+            if args.interleaved:
+                times = interleaved(size, args.batch, args.steps, compiled, args.precision)
+                ours, theirs = times["mmdit"], times["diffusers"]
+                print(
+                    f"{size:10s} {'yes' if compiled else 'no':8s} {ours * 1000:10.1f} "
+                    f"{theirs * 1000:13.1f} {ours / theirs:6.2f} {'-':>10s} {'-':>14s}"
+                )
+                continue
             rounds: dict[str, list[dict]] = {"mmdit": [], "diffusers": []}
             for _ in range(args.rounds):
                 for kind in rounds:
                     command = [sys.executable, __file__, "--one", kind, size, str(int(compiled))]
                     command += ["--batch", str(args.batch), "--steps", str(args.steps)]
+                    command += ["--precision", args.precision]
                     done = subprocess.run(command, capture_output=True, text=True, check=True)
                     rounds[kind].append(json.loads(done.stdout.strip().splitlines()[-1]))
             row = {kind: median_round(runs) for kind, runs in rounds.items()}

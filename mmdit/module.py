@@ -137,7 +137,7 @@ class DiffusionModule(L.LightningModule):
         defaults = self.adapters[self.stream].default_numbers()
         return {**{k: torch.full((n,), float(v)) for k, v in defaults.items()}, **(numbers or {})}
 
-    def _numbers(self, numbers: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    def conditioning_numbers(self, numbers: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """The recipe's `conditioning.numbers` out of a batch's or a request's numbers, as float [B]."""
         missing = [k for k in self.recipe.conditioning.numbers if k not in numbers]
         if missing:
@@ -169,7 +169,7 @@ class DiffusionModule(L.LightningModule):
         tokens = {self.stream: self.data_tokens(batch, numbers)}
         batch_size = tokens[self.stream].batch_size
         noise = {s: draws.normal(tok.x.shape).to(tok.x) for s, tok in tokens.items()}
-        conditions = dict(labels=self._labels(batch, drop, draws), numbers=self._numbers(numbers))
+        conditions = dict(labels=self._labels(batch, drop, draws), numbers=self.conditioning_numbers(numbers))
         if isinstance(self.objective, GaussianDiffusion):
             k = draws(lambda n, g: self.objective.sample_steps(n, generator=g), batch_size)
             noised = {s: self.objective.q_sample(tok.x, noise[s], k) for s, tok in tokens.items()}
@@ -290,7 +290,7 @@ class DiffusionModule(L.LightningModule):
             layouts,
             full,
             scale=cfg,
-            numbers=self._numbers(numbers),
+            numbers=self.conditioning_numbers(numbers),
             guided_features=self._guided_features(),
         )
         if isinstance(self.objective, GaussianDiffusion):

@@ -105,7 +105,7 @@ class UnifiedModule(DiffusionModule):
             inputs,
             times,
             self._labels(batch, drop, draws),
-            numbers=self._numbers(numbers),
+            numbers=self.conditioning_numbers(numbers),
             structure=role_structure(inputs, roles),
         )
         losses = {}
@@ -258,7 +258,7 @@ class UnifiedModule(DiffusionModule):
             streams,
             dict(times),
             labels,
-            numbers=self._numbers(numbers),
+            numbers=self.conditioning_numbers(numbers),
             structure=role_structure(streams, roles),
         )
 
