@@ -3,10 +3,11 @@ fixed noise draw) and show the model's estimate of the clean item at each, besid
 
     python benchmarks/denoising_views.py WEIGHTS [--items 3] [--times 0.9 0.7 0.5 0.3 0.1] [--out views.png]
 
-The estimate is x̂0 = x_t − t·v̂ (the velocity the model predicts, with the items' own labels, unguided). The
-picture is the adapter's preview of, per item, the real item followed by its estimates from the noisiest
-time down: for video one row per clip (frames left to right). Where the estimate turns from a blur into the
-item's shape is where sampling commits to it.
+The estimate is the model's x̂0 (`RectifiedFlow.clean_estimate`: its output for x0 prediction, x_t − t·v̂
+for velocity prediction), with the items' own labels, unguided. The picture is the adapter's preview of,
+per item, the real item followed by its estimates from the noisiest time down: for video one row per clip
+(frames left to right). Where the estimate turns from a blur into the item's shape is where sampling
+commits to it.
 """
 
 from __future__ import annotations
@@ -37,8 +38,7 @@ def clean_estimates(module: DiffusionModule, items: list[dict], times: list[floa
         t = torch.full((len(items),), value)
         noised = clean.with_x(module.objective.add_noise(clean.x, noise, t))
         out = module.model({module.stream: noised}, t, labels, numbers=numbers)[module.stream]
-        velocity = module.objective.velocity(out, noised.x, t)
-        estimate = noised.x - t.view(-1, 1, 1) * velocity
+        estimate = module.objective.clean_estimate(out, noised.x, t)
         views.append(adapter.decode(clean.with_x(estimate)).clamp(0, 1))
     return torch.stack(views, dim=1).flatten(0, 1)
 

@@ -29,6 +29,7 @@ import torch
 from regression_target import target
 
 CHANNELS, SIDE, CLASSES = 4, 32, 1000
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def build(kind: str, size: str, compiled: bool):
@@ -74,25 +75,24 @@ def build(kind: str, size: str, compiled: bool):
 
 def trainer(kind: str, size: str, batch: int, compiled: bool, precision: str):
     """A function that runs one timed training step of `kind` at `size` and returns its seconds."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
     model, forward = build(kind, size, compiled)
-    model.to(device).train()
+    model.to(DEVICE).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    latents = torch.randn(batch, CHANNELS, SIDE, SIDE, device=device)
-    classes = torch.randint(0, CLASSES, (batch,), device=device)
+    latents = torch.randn(batch, CHANNELS, SIDE, SIDE, device=DEVICE)
+    classes = torch.randint(0, CLASSES, (batch,), device=DEVICE)
 
     def step() -> float:
-        if device == "cuda":
+        if DEVICE == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        timesteps = torch.randint(0, 1000, (batch,), device=device)
-        with torch.autocast(device, torch.bfloat16, enabled=precision == "bf16-mixed"):
+        timesteps = torch.randint(0, 1000, (batch,), device=DEVICE)
+        with torch.autocast(DEVICE, torch.bfloat16, enabled=precision == "bf16-mixed"):
             out = forward(latents, timesteps, classes)
         (out.float() - target(out)).square().mean().backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if device == "cuda":
+        if DEVICE == "cuda":
             torch.cuda.synchronize()
         return time.perf_counter() - start
 
@@ -106,13 +106,12 @@ def median(values: list[float]) -> float:
 def measure(kind: str, size: str, batch: int, steps: int, compiled: bool, precision: str) -> dict:
     step = trainer(kind, size, batch, compiled, precision)
     times = [step() for _ in range(steps + 3)]  # three warm-up steps (compilation; the gates open)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     peak = (
         torch.cuda.max_memory_allocated() / 2**20
-        if device == "cuda"
+        if DEVICE == "cuda"
         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     )
-    return {"seconds": median(times[3:]), "peak_mib": peak, "device": device}
+    return {"seconds": median(times[3:]), "peak_mib": peak, "device": DEVICE}
 
 
 def interleaved(size: str, batch: int, steps: int, compiled: bool, precision: str) -> dict[str, float]:

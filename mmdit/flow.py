@@ -69,6 +69,13 @@ class RectifiedFlow:
             return output
         return (x_t - output) / _broadcast(t.clamp_min(MIN_TIME), x_t)
 
+    def clean_estimate(self, output: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        """The network's output [B, ...] at x_t [B, ...], time t [B] -> its estimate of the clean data x0:
+        the output itself for x0 prediction (unaffected by MIN_TIME), x_t − t·v for velocity prediction."""
+        if self.prediction == "x0":
+            return output
+        return x_t - _broadcast(t, x_t) * output
+
     @staticmethod
     def target(x0: Tensor, noise: Tensor) -> Tensor:
         """The velocity dx_t/dt = eps - x0."""

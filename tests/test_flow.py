@@ -49,6 +49,19 @@ def test_target_is_the_time_derivative_of_the_path():
 # --- time: shift, schedule, sampling ---------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("prediction", ["velocity", "x0"])
+def test_clean_estimate_recovers_the_data_from_a_perfect_output(prediction):
+    """A network output that is exactly right gives back x0, also below MIN_TIME for x0 prediction (where
+    the velocity is computed with a floored t, so x_t - t·v would miss x0)."""
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(3, 4, 2, generator=g), torch.randn(3, 4, 2, generator=g)
+    t = torch.tensor([0.01, 0.5, 0.9])
+    flow = RectifiedFlow(prediction=prediction)
+    x_t = flow.add_noise(x0, noise, t)
+    output = flow.target(x0, noise) if prediction == "velocity" else x0
+    assert_close(flow.clean_estimate(output, x_t, t), x0)
+
+
 def test_shift_time():
     t = torch.linspace(0, 1, 101, dtype=torch.float64)
     assert_close(shift_time(t, 1.0), t)
