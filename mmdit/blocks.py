@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
@@ -27,6 +28,15 @@ def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
 
 def layer_norm(width: int, eps: float = 1e-6) -> nn.LayerNorm:
     return nn.LayerNorm(width, elementwise_affine=False, eps=eps)
+
+
+class QKNorm(nn.RMSNorm):
+    """RMS norm of queries or keys [..., head_dim] whose weight takes the input's dtype. Under autocast q and
+    k leave the QKV projection in bf16 / fp16 while the weight stays float32, and torch's fused RMS-norm
+    kernel needs the two alike (otherwise it warns and falls back to unfused ops)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.rms_norm(x, self.normalized_shape, self.weight.to(x.dtype), self.eps)
 
 
 class Mlp(nn.Module):
@@ -54,8 +64,8 @@ class StreamWeights(nn.Module):
         self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
         self.norm1 = layer_norm(width)
         self.qkv = nn.Linear(width, 3 * width)
-        self.q_norm = nn.RMSNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
-        self.k_norm = nn.RMSNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
+        self.q_norm = QKNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
+        self.k_norm = QKNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
         self.proj = nn.Linear(width, width)
         self.norm2 = layer_norm(width, mlp_norm_eps)
         self.mlp = Mlp(width, int(width * mlp_ratio))

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch.testing import assert_close
 
 from mmdit import presets
 from mmdit.backbone import MMDiT, StreamSpec
-from mmdit.blocks import JointBlock, SingleBlock
+from mmdit.blocks import JointBlock, QKNorm, SingleBlock
 from mmdit.positions import rope_angles, rope_rotation, split_head_dim
 from mmdit.tokens import Tokens
 
@@ -536,3 +538,27 @@ def test_compiled_blocks_give_the_eager_outputs(backend):
         torch.testing.assert_close(out[s], eager_out[s], rtol=1e-5, atol=1e-5)
     for g, e in zip(grads, eager_grads, strict=True):
         torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
+
+
+def test_qk_norm_in_bf16_is_torchs_fused_rms_norm_within_bf16_rounding():
+    """Under autocast q and k arrive in bf16 beside a float32 weight; QKNorm must neither fall back to
+    torch's unfused path (which warns: warn_always makes that visible every time) nor change the result."""
+    torch.manual_seed(19)
+    ours, torchs = QKNorm(16, eps=1e-6), torch.nn.RMSNorm(16, eps=1e-6)
+    with torch.no_grad():
+        ours.weight.uniform_(0.5, 1.5)
+    torchs.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 3, 5, 16)
+    assert torch.equal(ours(x), torchs(x))
+    was = torch.is_warn_always_enabled()
+    torch.set_warn_always(True)
+    try:
+        with pytest.warns(UserWarning, match="Mismatch dtype"):
+            torchs(x.bfloat16())  # the warning this test would miss if it could not see it
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            out = ours(x.bfloat16())
+    finally:
+        torch.set_warn_always(was)
+    assert out.dtype == torch.bfloat16
+    assert_close(out.float(), torchs(x), atol=2e-2, rtol=2e-2)

@@ -16,6 +16,7 @@ TINY = [
     "model.heads=2",
     "model.single_depth=2",
     "model.attention=factorised",
+    "model.compile=false",  # the recipe compiles its blocks; compiled vs eager is tested on its own
     "data.batch_size=16",
     "trainer.max_steps=12",
     "trainer.val_check_interval=6",

@@ -124,6 +124,7 @@ TINY = [
     "model.heads=2",
     "model.single_depth=2",
     "data.batch_size=4",
+    "model.compile=false",  # the recipe compiles its blocks; compiled vs eager is tested on its own
     "conditioning.labels=[class]",
 ]
 
