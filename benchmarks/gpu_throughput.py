@@ -10,6 +10,7 @@ the learned-sigma output of DiT. Model FLOPs per image = 6 × the multiply-accum
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -66,7 +67,7 @@ def main() -> None:
         optimizer.zero_grad(set_to_none=True)
         torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    step = sorted(times[3:])[len(times[3:]) // 2]
+    step = statistics.median(times[3:])
     name = torch.cuda.get_device_name()
     flops = args.batch * training_flops(model, {"image": grid * grid}) / step
     peak = peak_flops(name)

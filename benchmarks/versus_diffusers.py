@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -99,10 +100,6 @@ def trainer(kind: str, size: str, batch: int, compiled: bool, precision: str):
     return step
 
 
-def median(values: list[float]) -> float:
-    return sorted(values)[len(values) // 2]
-
-
 def measure(kind: str, size: str, batch: int, steps: int, compiled: bool, precision: str) -> dict:
     step = trainer(kind, size, batch, compiled, precision)
     times = [step() for _ in range(steps + 3)]  # three warm-up steps (compilation; the gates open)
@@ -111,7 +108,7 @@ def measure(kind: str, size: str, batch: int, steps: int, compiled: bool, precis
         if DEVICE == "cuda"
         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     )
-    return {"seconds": median(times[3:]), "peak_mib": peak, "device": DEVICE}
+    return {"seconds": statistics.median(times[3:]), "peak_mib": peak, "device": DEVICE}
 
 
 def interleaved(size: str, batch: int, steps: int, compiled: bool, precision: str) -> dict[str, float]:
@@ -122,12 +119,12 @@ def interleaved(size: str, batch: int, steps: int, compiled: bool, precision: st
     for _ in range(steps + 3):
         for kind, step in steps_of.items():
             times[kind].append(step())
-    return {kind: median(values[3:]) for kind, values in times.items()}
+    return {kind: statistics.median(values[3:]) for kind, values in times.items()}
 
 
 def median_round(runs: list[dict]) -> dict:
     """The median of rounds' step times, beside the largest peak memory of any round."""
-    seconds = median([run["seconds"] for run in runs])
+    seconds = statistics.median(run["seconds"] for run in runs)
     return {"seconds": seconds, "peak_mib": max(run["peak_mib"] for run in runs)}
 
 
