@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # One self-contained GPU check (no downloads, a few minutes on an H100 / H200): DiT-XL/2 at 256 px in bf16,
-# eager and compiled, printing step time, images/s, peak memory and MFU. Run from the repository root with
-# the project installed: bash benchmarks/gpu_check.sh [BATCH]
+# eager and compiled, printing step time, images/s, peak memory and MFU. Run from a checkout, installed or
+# not (it needs torch, einops, numpy, pillow, scikit-learn and rich): bash benchmarks/gpu_check.sh [BATCH]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 batch="${1:-64}"
 python=".venv/bin/python"; [ -x "$python" ] || python=python3
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,power.limit --format=csv,noheader
 timeout 240 "$python" benchmarks/gpu_throughput.py --batch "$batch" --steps 20
 timeout 300 "$python" benchmarks/gpu_throughput.py --batch "$batch" --steps 20 --compile

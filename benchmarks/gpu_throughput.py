@@ -1,10 +1,12 @@
 """DiT-XL/2 at 256 px (32×32×4 latents) in bf16 on one GPU: images/s, step time, peak memory and MFU.
 
-    python benchmarks/gpu_throughput.py [--batch 64] [--steps 20] [--compile]
+    python benchmarks/gpu_throughput.py [--batch 64] [--steps 20] [--compile] [--profile FILE]
 
 A step is forward + backward + AdamW under bf16 autocast (Lightning's "bf16-mixed"), on random latents with
 the learned-sigma output of DiT. Model FLOPs per image = 6 × the multiply-accumulates of `mmdit.flops`
 (training = 3 × forward, a MAC = 2 FLOPs); MFU = achieved model FLOP/s / the card's dense bf16 peak.
+`--profile FILE` profiles 3 more steps after the timed ones and writes the CUDA kernels that took the most
+time to FILE (where a step's time goes).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 
 import torch
 from regression_target import target
@@ -40,6 +43,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--profile", type=Path, help="write the costliest CUDA kernels of 3 steps here")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("gpu_throughput needs a CUDA GPU")
@@ -55,16 +59,20 @@ def main() -> None:
     tokens = Tokens(torch.randn(args.batch, grid * grid, features, device=device), pos,
                     torch.ones(args.batch, grid * grid, dtype=torch.bool, device=device))  # fmt: skip
     labels = {"class": torch.randint(0, 1000, (args.batch,), device=device)}
-    times = []
-    for _ in range(args.steps + 3):  # 3 warm-up steps (compilation, cuDNN / cuBLAS autotuning)
-        torch.cuda.synchronize()
-        start = time.perf_counter()
+
+    def train_step() -> None:
         with torch.autocast("cuda", dtype=torch.bfloat16):
             out = model({"image": tokens}, torch.rand(args.batch, device=device), labels)["image"]
             loss = (out.float() - target(out)).square().mean()
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+
+    times = []
+    for _ in range(args.steps + 3):  # 3 warm-up steps (compilation, cuDNN / cuBLAS autotuning)
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        train_step()
         torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     step = statistics.median(times[3:])
@@ -78,6 +86,15 @@ def main() -> None:
         f"peak memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB | "
         f"{flops / 1e12:.1f} TFLOP/s | MFU {mfu}"
     )
+    if args.profile:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profiler:
+            for _ in range(3):
+                train_step()
+            torch.cuda.synchronize()
+        table = profiler.key_averages().table(
+            sort_by="self_device_time_total", row_limit=40, max_name_column_width=90
+        )
+        args.profile.write_text(table)
 
 
 if __name__ == "__main__":

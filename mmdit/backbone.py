@@ -72,7 +72,8 @@ class MMDiT(nn.Module):
     alternating spatial and temporal attention over 3-axis streams (Latte).
 
     `time_frequency_shift` and `mlp_norm_eps` exist for diffusers' DiT port, which differs from the original
-    DiT in both (see `mmdit.convert.dit`); the defaults are DiT's and SD3's.
+    DiT in both (see `mmdit.convert.dit`); the defaults are DiT's and SD3's. `mlp_activation`: "gelu_tanh"
+    (DiT's, SD3's) or the exact "gelu", faster on the CPU (`mmdit.blocks.MLP_ACTIVATIONS`).
 
     checkpointing: recompute each block's activations in the backward pass instead of keeping them (memory
     for compute: about one extra forward). compile: `torch.compile` each block (the repeated unit, so one
@@ -94,6 +95,7 @@ class MMDiT(nn.Module):
         rope_theta: float = 10000.0,
         time_frequency_shift: float = 0.0,
         mlp_norm_eps: float = 1e-6,
+        mlp_activation: str = "gelu_tanh",
         attention: str = "full",
         checkpointing: bool = False,
         compile: bool = False,
@@ -129,12 +131,13 @@ class MMDiT(nn.Module):
         )
         self.number_embedders = nn.ModuleDict({k: TimestepEmbedder(width) for k in numbers})
         names = list(self.specs)
+        block = dict(
+            mlp_ratio=mlp_ratio, qk_norm=qk_norm, mlp_norm_eps=mlp_norm_eps, mlp_activation=mlp_activation
+        )
         self.joint_blocks = nn.ModuleList(
-            JointBlock(names, width, heads, mlp_ratio, qk_norm, mlp_norm_eps) for _ in range(joint_depth)
+            JointBlock(names, width, heads, **block) for _ in range(joint_depth)
         )
-        self.single_blocks = nn.ModuleList(
-            SingleBlock(width, heads, mlp_ratio, qk_norm, mlp_norm_eps) for _ in range(single_depth)
-        )
+        self.single_blocks = nn.ModuleList(SingleBlock(width, heads, **block) for _ in range(single_depth))
         self.outputs = nn.ModuleDict(
             {s.name: FinalLayer(width, s.vocab or s.out_features or s.features) for s in streams}
         )

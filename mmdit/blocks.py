@@ -9,6 +9,7 @@ own conditioning vector, so each stream can sit at its own timestep, in both kin
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -39,11 +40,19 @@ class QKNorm(nn.RMSNorm):
         return F.rms_norm(x, self.normalized_shape, self.weight.to(x.dtype), self.eps)
 
 
+MLP_ACTIVATIONS = {"gelu_tanh": "tanh", "gelu": "none"}
+"""`mlp_activation` -> nn.GELU's `approximate`: DiT and SD3 use the tanh approximation; the exact (erf) GELU
+is the same curve within 5e-4, and on the CPU its forward + backward takes 2/3 of the time (bf16 [4096, 512],
+2 threads, compiled: 5.4 against 8.4 ms)."""
+
+
 class Mlp(nn.Module):
-    def __init__(self, width: int, hidden: int):
+    def __init__(self, width: int, hidden: int, activation: str = "gelu_tanh"):
         super().__init__()
+        if activation not in MLP_ACTIVATIONS:
+            raise ValueError(f"mlp_activation must be one of {list(MLP_ACTIVATIONS)}, got {activation!r}")
         self.fc1 = nn.Linear(width, hidden)
-        self.act = nn.GELU(approximate="tanh")
+        self.act = nn.GELU(approximate=MLP_ACTIVATIONS[activation])
         self.fc2 = nn.Linear(hidden, width)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -55,7 +64,15 @@ class StreamWeights(nn.Module):
     starts as the identity. `mlp_norm_eps` is 1e-6 as in DiT and SD3; diffusers' DiT port uses 1e-5 there.
     """
 
-    def __init__(self, width: int, heads: int, mlp_ratio: float, qk_norm: bool, mlp_norm_eps: float = 1e-6):
+    def __init__(
+        self,
+        width: int,
+        heads: int,
+        mlp_ratio: float,
+        qk_norm: bool,
+        mlp_norm_eps: float = 1e-6,
+        mlp_activation: str = "gelu_tanh",
+    ):
         super().__init__()
         if width % heads:
             raise ValueError(f"width {width} is not divisible by {heads} heads")
@@ -68,7 +85,7 @@ class StreamWeights(nn.Module):
         self.k_norm = QKNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
         self.proj = nn.Linear(width, width)
         self.norm2 = layer_norm(width, mlp_norm_eps)
-        self.mlp = Mlp(width, int(width * mlp_ratio))
+        self.mlp = Mlp(width, int(width * mlp_ratio), mlp_activation)
 
     def modulations(self, conds: list[Tensor], lengths: list[int], items: Tensor | None = None) -> Modulation:
         """Per-stream conditioning vectors [B, D] -> six modulation tensors for the concatenated sequence:
@@ -112,11 +129,12 @@ class JointBlock(nn.Module):
         heads: int,
         mlp_ratio: float,
         qk_norm: bool,
-        mlp_norm_eps: float = 1e-6,
+        **mlp_options: Any,
     ):
+        """mlp_options: `StreamWeights`' mlp_norm_eps and mlp_activation."""
         super().__init__()
         self.streams = nn.ModuleDict(
-            {s: StreamWeights(width, heads, mlp_ratio, qk_norm, mlp_norm_eps) for s in streams}
+            {s: StreamWeights(width, heads, mlp_ratio, qk_norm, **mlp_options) for s in streams}
         )
 
     def forward(
@@ -142,9 +160,10 @@ class JointBlock(nn.Module):
 class SingleBlock(nn.Module):
     """One set of weights over the concatenated sequence; each token modulated by its own stream's vector."""
 
-    def __init__(self, width: int, heads: int, mlp_ratio: float, qk_norm: bool, mlp_norm_eps: float = 1e-6):
+    def __init__(self, width: int, heads: int, mlp_ratio: float, qk_norm: bool, **mlp_options: Any):
+        """mlp_options: `StreamWeights`' mlp_norm_eps and mlp_activation."""
         super().__init__()
-        self.weights = StreamWeights(width, heads, mlp_ratio, qk_norm, mlp_norm_eps)
+        self.weights = StreamWeights(width, heads, mlp_ratio, qk_norm, **mlp_options)
 
     def forward(
         self,

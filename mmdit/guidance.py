@@ -49,13 +49,16 @@ def guided_prediction(
         numbers = {k: v.repeat(2) for k, v in numbers.items()}
 
     def velocity(x: State, t: Tensor) -> State:
+        # Outputs take the state's dtype: under autocast (sampling in bf16) the network's come out in bf16,
+        # and the guidance mix and the sampler's steps should not.
         if not guided:
-            return model({s: layouts[s].with_x(v) for s, v in x.items()}, t, labels, numbers=numbers)
+            out = model({s: layouts[s].with_x(v) for s, v in x.items()}, t, labels, numbers=numbers)
+            return {s: v.to(x[s].dtype) for s, v in out.items()}
         streams = {s: layouts[s].with_x(v.repeat(2, 1, 1)) for s, v in x.items()}
         out = model(streams, t.repeat(2), labels, numbers=numbers)
         mixed = {}
         for s, both in out.items():
-            cond, uncond = both.chunk(2)
+            cond, uncond = both.to(x[s].dtype).chunk(2)
             mixed[s] = uncond + scale * (cond - uncond)
             if guided_features is not None and s in guided_features:
                 mixed[s] = torch.where(guided_features[s].to(cond.device), mixed[s], cond)

@@ -4,6 +4,7 @@ computes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Callable, Iterable, Mapping
@@ -31,6 +32,9 @@ from mmdit.samplers import sampler
 from mmdit.step_noise import StepNoise, step_generator
 from mmdit.tokens import Tokens, masked_mean
 from modalities import build_adapter
+
+AUTOCAST_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+"""Lightning's mixed precisions -> the autocast dtype they train the network in."""
 
 
 def model_sizes(model: DictConfig) -> dict[str, Any]:
@@ -294,16 +298,25 @@ class DiffusionModule(L.LightningModule):
             guided_features=self._guided_features(),
         )
         if isinstance(self.objective, GaussianDiffusion):
-            x = self.objective.respace(steps).sample(predict, noise, method, progress, generator)
+            with self.sampling_precision():
+                x = self.objective.respace(steps).sample(predict, noise, method, progress, generator)
         else:
             flow = self.objective
 
             def velocity(x: dict[str, Tensor], t: Tensor) -> dict[str, Tensor]:
                 return {s: flow.velocity(out, x[s], t) for s, out in predict(x, t).items()}
 
-            x = sampler(method)(velocity, noise, flow.schedule(steps, self.device), progress)
+            with self.sampling_precision():
+                x = sampler(method)(velocity, noise, flow.schedule(steps, self.device), progress)
         self.train(was_training)
         return {s: self.adapters[s].decode(tok.with_x(x[s])) for s, tok in layouts.items()}
+
+    def sampling_precision(self) -> contextlib.AbstractContextManager:
+        """Autocast for the network while sampling, in the precision the recipe trains in (`trainer.precision`
+        bf16-mixed or 16-mixed; none for the others): the weights were fitted to it, and on a GPU or a CPU
+        with bf16 units it is the faster one. The sampler's state stays float32."""
+        dtype = AUTOCAST_DTYPES.get(str(self.recipe.trainer.get("precision", "32-true")))
+        return torch.autocast(self.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
 
     def _guided_features(self) -> dict[str, Tensor]:
         """{stream: [F_out] bool}: the output features classifier-free guidance mixes. A learned variance is

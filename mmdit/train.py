@@ -99,7 +99,9 @@ def fit(recipe: DictConfig, resume: str | None = None) -> Path:
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     if trainer.is_global_zero:
-        finish(module.cpu(), run_dir)
+        # Lightning's teardown has moved the module to the CPU; sampling for the eval is the slow part, so
+        # bring it back to the device that trained.
+        finish(module.to(trainer.strategy.root_device), run_dir)
     return run_dir
 
 

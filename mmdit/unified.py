@@ -230,12 +230,14 @@ class UnifiedModule(DiffusionModule):
             def velocity(x: dict[str, Tensor], t: Tensor, stream=stream, doubled=doubled, roles=roles):
                 given = {self.text: prompt, stream: doubled.with_x(x[stream].repeat(2, 1, 1))}
                 times = {self.text: torch.zeros_like(t).repeat(2), stream: t.repeat(2)}
-                cond, uncond = self._forward(given, times, roles, doubled_numbers)[stream].chunk(2)
+                out = self._forward(given, times, roles, doubled_numbers)[stream].to(x[stream].dtype)
+                cond, uncond = out.chunk(2)
                 return {stream: self.objective.velocity(uncond + cfg * (cond - uncond), x[stream], t)}
 
             generator = torch.Generator().manual_seed(seed)
             noise = {stream: torch.randn(layout.x.shape, generator=generator).to(layout.x)}
-            x = sampler(method)(velocity, noise, self.objective.schedule(steps, self.device), progress)
+            with self.sampling_precision():
+                x = sampler(method)(velocity, noise, self.objective.schedule(steps, self.device), progress)
             media[stream] = self.adapters[stream].decode(layout.with_x(x[stream]))
         self.train(was_training)
         return media

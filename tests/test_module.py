@@ -126,6 +126,38 @@ def test_rotary_base_and_label_scale_are_recipe_keys():
     assert default.model.label_embedders["digit"].embedding.weight.std().item() < 0.05
 
 
+def test_mlp_activation_is_a_recipe_key_and_an_unknown_one_is_named():
+    _, exact = build("model.mlp_activation=gelu")
+    mlp = exact.model.single_blocks[0].weights.mlp
+    x = torch.randn(5, 32)
+    torch.testing.assert_close(mlp(x), mlp.fc2(torch.nn.functional.gelu(mlp.fc1(x))), rtol=0, atol=0)
+    _, default = build()
+    assert default.model.single_blocks[0].weights.mlp.act.approximate == "tanh"
+    assert exact.model.state_dict().keys() == default.model.state_dict().keys()
+    with pytest.raises(ValueError, match="mlp_activation.*'swish'"):
+        build("model.mlp_activation=swish")
+
+
+@pytest.mark.parametrize(
+    ("precision", "network_dtype"), [("32", torch.float32), ("bf16-mixed", torch.bfloat16)]
+)
+def test_sampling_runs_the_network_in_the_training_precision(precision, network_dtype):
+    """Under bf16-mixed the network samples under bf16 autocast, as it trained; the sampler's state (and so
+    the media) stays float32, and the samples match float32 sampling within bf16 rounding."""
+    torch.manual_seed(0)
+    _, module = build(f"trainer.precision={precision}", "sample.steps=4")
+    for p in module.model.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    seen = []
+    module.model.outputs["image"].linear.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    labels = {"digit": torch.arange(4)}
+    media = module.generate(4, labels)["image"]
+    assert set(seen) == {network_dtype} and media.dtype == torch.float32
+    _, reference = build("trainer.precision=32", "sample.steps=4")
+    reference.load_state_dict(module.state_dict())
+    torch.testing.assert_close(media, reference.generate(4, labels)["image"], rtol=0, atol=0.05)
+
+
 GAUSSIAN = ["objective.type=gaussian", "objective.learn_sigma=true", "sample.sampler=ddpm"]
 
 
