@@ -7,7 +7,8 @@ The held-out batch, its noise and the shuffles are fixed, so the rows are compar
 across recipe variants. For each time t of `--times` the table gives the loss with true labels and, per
 label, the relative loss increase when that label is shuffled (in %): near zero means the model does not
 condition on that label at that noise level. Training is the recipe's (AdamW, warm-up, decay, gradient
-clip, condition dropout) without EMA, previews or checkpoints, so that variants compare in minutes.
+clip, condition dropout, precision: `recipe_step`) without EMA, previews or checkpoints, so that variants
+compare in minutes.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 import time
 
 import torch
+from recipe_step import recipe_step
 from torch.utils.data import DataLoader
 
 from mmdit.flow import RectifiedFlow
@@ -75,18 +77,12 @@ def main() -> None:
         model.train()
 
     optimizer, schedule = optimizer_and_schedule(model.parameters(), recipe.optimizer, args.steps)
-    clip = recipe.trainer.get("gradient_clip_val")
     setup = " ".join([args.recipe, *args.overrides])
     print(f"{setup}: loss at t = {args.times}, then its % increase per shuffled label")
     loader, step, start = data.train_dataloader(), 0, time.perf_counter()
     while step < args.steps:
         for batch in loader:
-            loss = sum(module.diffusion_loss(batch, recipe.conditioning.dropout).values())
-            loss.backward()
-            if clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            recipe_step(module, batch, optimizer, recipe)
             schedule.step()
             step += 1
             if step % args.every == 0:

@@ -73,7 +73,7 @@ class MMDiT(nn.Module):
 
     `time_frequency_shift` and `mlp_norm_eps` exist for diffusers' DiT port, which differs from the original
     DiT in both (see `mmdit.convert.dit`); the defaults are DiT's and SD3's. `mlp_activation`: "gelu_tanh"
-    (DiT's, SD3's) or the exact "gelu", faster on the CPU (`mmdit.blocks.MLP_ACTIVATIONS`).
+    (DiT's, SD3's) or the exact "gelu", faster on the CPU in eager mode (`mmdit.activations`).
 
     checkpointing: recompute each block's activations in the backward pass instead of keeping them (memory
     for compute: about one extra forward). compile: `torch.compile` each block (the repeated unit, so one
