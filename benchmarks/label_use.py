@@ -82,7 +82,7 @@ def main() -> None:
     loader, step, start = data.train_dataloader(), 0, time.perf_counter()
     while step < args.steps:
         for batch in loader:
-            recipe_step(module, batch, optimizer, recipe)
+            recipe_step(module, batch, optimizer)
             schedule.step()
             step += 1
             if step % args.every == 0:

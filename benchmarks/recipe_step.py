@@ -3,23 +3,19 @@ the diffusion loss with the recipe's label dropout, backward, the recipe's gradi
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
 
-from mmdit.module import AUTOCAST_DTYPES, DiffusionModule
+from mmdit.module import DiffusionModule
 
 
-def recipe_step(
-    module: DiffusionModule, batch: Mapping[str, Any], optimizer: torch.optim.Optimizer, recipe: DictConfig
-) -> None:
-    """Train `module` one step on `batch` as `mmdit fit` would: under the autocast of the recipe's
-    `trainer.precision` (bf16-mixed / 16-mixed; none for 32), clipping at `trainer.gradient_clip_val`."""
-    dtype = AUTOCAST_DTYPES.get(str(recipe.trainer.get("precision", "32-true")))
-    with torch.autocast("cpu", dtype=dtype) if dtype else contextlib.nullcontext():
+def recipe_step(module: DiffusionModule, batch: Mapping[str, Any], optimizer: torch.optim.Optimizer) -> None:
+    """Train `module` one step on `batch` as `mmdit fit` would with its recipe: under the autocast of
+    `trainer.precision` (`module.precision_autocast`), clipping at `trainer.gradient_clip_val`."""
+    recipe = module.recipe
+    with module.precision_autocast():
         loss = sum(module.diffusion_loss(batch, recipe.conditioning.dropout).values())
     loss.backward()
     clip = recipe.trainer.get("gradient_clip_val")

@@ -40,7 +40,7 @@ def variant(name: str, overrides: str, batches: int):
         batch = held[taken % len(held)]
         taken += 1
         start = time.perf_counter()
-        recipe_step(module, batch, optimizer, recipe)
+        recipe_step(module, batch, optimizer)
         return time.perf_counter() - start
 
     return step

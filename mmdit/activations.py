@@ -20,7 +20,7 @@ def gelu_tanh_as_sigmoid(x: Tensor) -> Tensor:
 class TanhGELU(nn.GELU):
     """nn.GELU(approximate="tanh") (DiT's, SD3's) that, inside `torch.compile`, computes the sigmoid form:
     inductor's CPU code for tanh is slow, and there forward + backward of [2048, 3072] took 11.3 against
-    23.8 ms in float32 and 12.3 against 24.3 ms in bf16 (2 threads), the outputs within 5e-7. Outside a
+    23.8 ms in float32 and 10.0 against 25.3 ms in bf16 (2 threads), the outputs within 5e-7. Outside a
     compiled region ATen's fused kernel is the fastest (the sigmoid form as eager ops took 3× its time)."""
 
     def __init__(self):

@@ -298,7 +298,7 @@ class DiffusionModule(L.LightningModule):
             guided_features=self._guided_features(),
         )
         if isinstance(self.objective, GaussianDiffusion):
-            with self.sampling_precision():
+            with self.precision_autocast():
                 x = self.objective.respace(steps).sample(predict, noise, method, progress, generator)
         else:
             flow = self.objective
@@ -306,15 +306,16 @@ class DiffusionModule(L.LightningModule):
             def velocity(x: dict[str, Tensor], t: Tensor) -> dict[str, Tensor]:
                 return {s: flow.velocity(out, x[s], t) for s, out in predict(x, t).items()}
 
-            with self.sampling_precision():
+            with self.precision_autocast():
                 x = sampler(method)(velocity, noise, flow.schedule(steps, self.device), progress)
         self.train(was_training)
         return {s: self.adapters[s].decode(tok.with_x(x[s])) for s, tok in layouts.items()}
 
-    def sampling_precision(self) -> contextlib.AbstractContextManager:
-        """Autocast for the network while sampling, in the precision the recipe trains in (`trainer.precision`
-        bf16-mixed or 16-mixed; none for the others): the weights were fitted to it, and on a GPU or a CPU
-        with bf16 units it is the faster one. The sampler's state stays float32."""
+    def precision_autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast on this module's device in the precision the recipe trains in (`trainer.precision`
+        bf16-mixed or 16-mixed; none for the others), for running the network outside Lightning. Sampling
+        uses it: the weights were fitted to that precision, and on a GPU or a CPU with bf16 units it is the
+        faster one; the sampler's state stays float32."""
         dtype = AUTOCAST_DTYPES.get(str(self.recipe.trainer.get("precision", "32-true")))
         return torch.autocast(self.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
 

@@ -236,7 +236,7 @@ class UnifiedModule(DiffusionModule):
 
             generator = torch.Generator().manual_seed(seed)
             noise = {stream: torch.randn(layout.x.shape, generator=generator).to(layout.x)}
-            with self.sampling_precision():
+            with self.precision_autocast():
                 x = sampler(method)(velocity, noise, self.objective.schedule(steps, self.device), progress)
             media[stream] = self.adapters[stream].decode(layout.with_x(x[stream]))
         self.train(was_training)
