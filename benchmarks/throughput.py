@@ -4,7 +4,8 @@ tokens/s and achieved GFLOP/s (6 x the MACs of `mmdit.flops`), for the digits mo
 
     python benchmarks/throughput.py [--steps 10] [--threads N]
 
-Times `steps` steps after 3 warm-up steps, in one process, fp32 on the CPU (or the GPU when there is one).
+Times `steps` steps after 3 warm-up steps, in one process, fp32 on the CPU (or the GPU when there is one),
+with the AdamW a recipe builds (`optimizer_and_schedule`).
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ import argparse
 import time
 
 import torch
+from latent_dit import CHANNELS, CLASSES, SIDE, latent_dit
+from omegaconf import OmegaConf
 from regression_target import target
 
 from mmdit.backbone import MMDiT, StreamSpec
 from mmdit.flops import training_flops
-from mmdit.presets import preset
+from mmdit.module import optimizer_and_schedule
+from mmdit.recipe import OptimizerConfig
 from mmdit.tokens import Tokens
 
 
@@ -30,7 +34,7 @@ def grid_tokens(batch: int, grid: int, features: int, device: str) -> Tokens:
 
 def measure(name: str, model: MMDiT, tokens: Tokens, classes: int, steps: int) -> None:
     device = tokens.x.device
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    optimizer, _ = optimizer_and_schedule(model.parameters(), OmegaConf.structured(OptimizerConfig), 1)
     batch = tokens.batch_size
     labels = {next(iter(model.label_embedders)): torch.randint(0, classes, (batch,), device=device)}
     for step in range(steps + 3):
@@ -73,13 +77,10 @@ def main() -> None:
     ).to(device)
     measure("image-digits model (8x8, p2)", digits, grid_tokens(128, 4, 4, device), 10, args.steps)
 
-    sizes = preset("DiT-S/2")
-    patch = sizes.pop("patch_size")
-    spec = StreamSpec("image", 4 * patch**2, 8 * patch**2, "sincos", 2, (32 // patch, 32 // patch))
-    dit = MMDiT([spec], qk_norm=False, labels={"class": 1000}, **sizes).to(device)
+    dit, patch = latent_dit("DiT-S/2")
     batch = 32 if device == "cuda" else 8  # 8 keeps a CPU step at a few seconds
-    tokens = grid_tokens(batch, 32 // patch, 4 * patch**2, device)
-    measure("DiT-S/2 (32x32x4 latents)", dit, tokens, 1000, args.steps)
+    tokens = grid_tokens(batch, SIDE // patch, CHANNELS * patch**2, device)
+    measure("DiT-S/2 (32x32x4 latents)", dit.to(device), tokens, CLASSES, args.steps)
 
 
 if __name__ == "__main__":

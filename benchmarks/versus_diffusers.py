@@ -14,6 +14,9 @@ With --interleaved both models live in this process and their steps alternate on
 by side, in one process"; the steadiest ratio on a machine whose speed drifts), without the memory columns.
 With --compile both are also timed under torch.compile (ours: each block; theirs: the whole model, as the
 diffusers docs suggest); compile time is excluded (warm-up steps).
+--adamw picks the optimizer: `each` (default) steps each model with its own toolkit's AdamW, ours as a recipe
+builds it (`optimizer_and_schedule`: torch's fused AdamW) and theirs as diffusers' training examples build it
+(`torch.optim.AdamW(params, lr=...)`: torch's default, foreach); `fused` or `foreach` gives both the same.
 """
 
 from __future__ import annotations
@@ -27,26 +30,24 @@ import sys
 import time
 
 import torch
+from latent_dit import CHANNELS, CLASSES, SIDE, latent_dit
+from omegaconf import OmegaConf
 from regression_target import target
 
-CHANNELS, SIDE, CLASSES = 4, 32, 1000
+from mmdit.module import optimizer_and_schedule
+from mmdit.presets import preset
+from mmdit.recipe import OptimizerConfig
+
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def build(kind: str, size: str, compiled: bool):
     """(model, step function) for `kind` "mmdit" or "diffusers" at preset `size`."""
-    from mmdit.presets import preset
-
-    sizes = preset(size)
-    patch = sizes.pop("patch_size")
     if kind == "mmdit":
-        from mmdit.backbone import MMDiT, StreamSpec
         from mmdit.tokens import Tokens
         from modalities.image import patchify
 
-        features, grid = CHANNELS * patch * patch, SIDE // patch
-        spec = StreamSpec("image", features, 2 * features, "sincos", 2, (grid, grid))
-        model = MMDiT([spec], qk_norm=False, labels={"class": CLASSES}, compile=compiled, **sizes)
+        model, patch = latent_dit(size, compiled)
 
         def forward(latents, steps, classes):
             x, pos = patchify(latents, patch)
@@ -54,6 +55,7 @@ def build(kind: str, size: str, compiled: bool):
             return model({"image": tokens}, steps / 1000, {"class": classes})["image"]
 
         return model, forward
+    sizes = preset(size)
     from diffusers import DiTTransformer2DModel
 
     model = DiTTransformer2DModel(
@@ -63,7 +65,7 @@ def build(kind: str, size: str, compiled: bool):
         out_channels=2 * CHANNELS,
         num_layers=sizes["single_depth"],
         sample_size=SIDE,
-        patch_size=patch,
+        patch_size=sizes["patch_size"],
         num_embeds_ada_norm=CLASSES,
     )
     run = torch.compile(model) if compiled else model
@@ -74,12 +76,23 @@ def build(kind: str, size: str, compiled: bool):
     return model, forward
 
 
-def trainer(kind: str, size: str, batch: int, compiled: bool, precision: str):
+def adamw(kind: str, model: torch.nn.Module, choice: str) -> torch.optim.AdamW:
+    """The AdamW that steps `kind`'s model under --adamw `choice` (each, fused or foreach)."""
+    if choice == "each" and kind == "mmdit":
+        return optimizer_and_schedule(model.parameters(), OmegaConf.structured(OptimizerConfig), 1)[0]
+    if choice == "each":
+        return torch.optim.AdamW(model.parameters(), lr=1e-4)
+    return torch.optim.AdamW(
+        model.parameters(), lr=1e-4, fused=choice == "fused", foreach=choice == "foreach"
+    )
+
+
+def trainer(kind: str, size: str, batch: int, compiled: bool, precision: str, optimizer_choice: str):
     """A function that runs one timed training step of `kind` at `size` and returns its seconds."""
     torch.manual_seed(0)
     model, forward = build(kind, size, compiled)
     model.to(DEVICE).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    optimizer = adamw(kind, model, optimizer_choice)
     latents = torch.randn(batch, CHANNELS, SIDE, SIDE, device=DEVICE)
     classes = torch.randint(0, CLASSES, (batch,), device=DEVICE)
 
@@ -100,8 +113,10 @@ def trainer(kind: str, size: str, batch: int, compiled: bool, precision: str):
     return step
 
 
-def measure(kind: str, size: str, batch: int, steps: int, compiled: bool, precision: str) -> dict:
-    step = trainer(kind, size, batch, compiled, precision)
+def measure(
+    kind: str, size: str, batch: int, steps: int, compiled: bool, precision: str, optimizer: str
+) -> dict:
+    step = trainer(kind, size, batch, compiled, precision, optimizer)
     times = [step() for _ in range(steps + 3)]  # three warm-up steps (compilation; the gates open)
     peak = (
         torch.cuda.max_memory_allocated() / 2**20
@@ -111,10 +126,13 @@ def measure(kind: str, size: str, batch: int, steps: int, compiled: bool, precis
     return {"seconds": statistics.median(times[3:]), "peak_mib": peak, "device": DEVICE}
 
 
-def interleaved(size: str, batch: int, steps: int, compiled: bool, precision: str) -> dict[str, float]:
+def interleaved(
+    size: str, batch: int, steps: int, compiled: bool, precision: str, optimizer: str
+) -> dict[str, float]:
     """Both models in this process, their steps alternating one by one: {kind: median step seconds}. A
     machine whose speed drifts slows both alike (peak memory needs separate processes: not measured)."""
-    steps_of = {kind: trainer(kind, size, batch, compiled, precision) for kind in ("mmdit", "diffusers")}
+    kinds = ("mmdit", "diffusers")
+    steps_of = {kind: trainer(kind, size, batch, compiled, precision, optimizer) for kind in kinds}
     times: dict[str, list[float]] = {kind: [] for kind in steps_of}
     for _ in range(steps + 3):
         for kind, step in steps_of.items():
@@ -137,25 +155,26 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--precision", choices=["32", "bf16-mixed"], default="32")
     parser.add_argument("--interleaved", action="store_true", help="one process, steps alternating")
+    parser.add_argument("--adamw", choices=["each", "fused", "foreach"], default="each")
     parser.add_argument("--one", nargs=3, metavar=("KIND", "SIZE", "COMPILED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         kind, size, compiled = args.one
-        measured = measure(kind, size, args.batch, args.steps, compiled == "1", args.precision)
+        measured = measure(kind, size, args.batch, args.steps, compiled == "1", args.precision, args.adamw)
         print(json.dumps(measured))
         return
     threads = torch.get_num_threads()
     protocol = "steps alternating in one process" if args.interleaved else f"{args.rounds} alternating rounds"
     print(
         f"torch {torch.__version__}, {threads} threads, precision {args.precision}, batch {args.batch}, "
-        f"median of {args.steps} steps, {protocol}"
+        f"median of {args.steps} steps, {protocol}, AdamW: {args.adamw}"
     )
     print(f"{'model':10s} {'compile':8s} {'mmdit ms':>10s} {'diffusers ms':>13s} {'ratio':>6s} "
           f"{'mmdit MiB':>10s} {'diffusers MiB':>14s}")  # fmt: skip
     for size in args.sizes:
         for compiled in [False, True] if args.compile else [False]:
             if args.interleaved:
-                times = interleaved(size, args.batch, args.steps, compiled, args.precision)
+                times = interleaved(size, args.batch, args.steps, compiled, args.precision, args.adamw)
                 ours, theirs = times["mmdit"], times["diffusers"]
                 print(
                     f"{size:10s} {'yes' if compiled else 'no':8s} {ours * 1000:10.1f} "
@@ -167,7 +186,7 @@ def main() -> None:
                 for kind in rounds:
                     command = [sys.executable, __file__, "--one", kind, size, str(int(compiled))]
                     command += ["--batch", str(args.batch), "--steps", str(args.steps)]
-                    command += ["--precision", args.precision]
+                    command += ["--precision", args.precision, "--adamw", args.adamw]
                     done = subprocess.run(command, capture_output=True, text=True, check=True)
                     rounds[kind].append(json.loads(done.stdout.strip().splitlines()[-1]))
             row = {kind: median_round(runs) for kind, runs in rounds.items()}

@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import Tensor, nn
 
 from mmdit.activations import mlp_activation
@@ -96,8 +95,10 @@ class StreamWeights(nn.Module):
 
     def qkv_heads(self, x: Tensor, mod: Modulation) -> tuple[Tensor, Tensor, Tensor]:
         """x: [B, N, D] -> q, k, v: [B, H, N, D / H] (q and k RMS-normalised when qk_norm)."""
-        qkv = self.qkv(modulate(self.norm1(x), mod[0], mod[1]))
-        q, k, v = rearrange(qkv, "b n (three h d) -> three b h n d", three=3, h=self.heads)
+        qkv = self.qkv(modulate(self.norm1(x), mod[0], mod[1])).unflatten(-1, (3, self.heads, -1))
+        # Split before moving the heads forward: the backward then stacks the three gradients straight into
+        # the projection's [B, N, 3·D] layout, which its matmuls read without another copy.
+        q, k, v = (part.transpose(1, 2) for part in qkv.unbind(2))
         return self.q_norm(q), self.k_norm(k), v
 
     def finish(self, x: Tensor, attended: Tensor, mod: Modulation) -> Tensor:

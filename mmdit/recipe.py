@@ -93,6 +93,7 @@ class OptimizerConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     warmup_steps: int = 0
     decay: str = "constant"  # after warm-up: "constant", or "cosine" down to 0 at trainer.max_steps
+    fused: bool = True  # torch's single-kernel AdamW where the device has it; false: its foreach AdamW
 
 
 @dataclass

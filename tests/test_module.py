@@ -7,10 +7,11 @@ from functools import partial
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.plugins.precision import MixedPrecision
 
 from mmdit.data import MediaDataModule
 from mmdit.guidance import guided_prediction
-from mmdit.module import DiffusionModule, learning_rate_factor
+from mmdit.module import DiffusionModule, learning_rate_factor, optimizer_and_schedule
 from mmdit.recipe import load_recipe
 from modalities import build_adapter
 
@@ -46,6 +47,47 @@ def test_training_lowers_the_loss(precision):
     generator = torch.Generator().manual_seed(0)
     after = module.diffusion_loss(batch, drop=0.0, generator=generator)["image"].item()
     assert after < 0.8 * before
+
+
+class GradientNorms(L.Callback):
+    """Records the global gradient norm the optimizer stepped on (gradients stay until the next step)."""
+
+    def __init__(self):
+        self.norms: list[float] = []
+
+    def on_train_batch_end(self, trainer, module, *args) -> None:
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        self.norms.append(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])).item())
+
+
+@pytest.mark.parametrize("precision", ["32", "bf16-mixed"])
+def test_the_fused_adamw_steps_on_clipped_gradients(precision):
+    norms = {}
+    for clip in (None, 1e-3):
+        torch.manual_seed(0)
+        data, module = build("optimizer.warmup_steps=0")
+        recorder = GradientNorms()
+        run = trainer(3, precision=precision, gradient_clip_val=clip, callbacks=[recorder])
+        run.fit(module, datamodule=data)
+        assert run.optimizers[0].defaults["fused"]
+        norms[clip] = recorder.norms
+    assert min(norms[None]) > 1e-2
+    assert max(norms[1e-3]) == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_with_a_loss_scaler_the_adamw_is_not_fused_so_lightning_can_clip():
+    data, module = build("optimizer.warmup_steps=0")
+    # 16-mixed as on a GPU (Lightning turns precision="16-mixed" into bf16 on the CPU).
+    scaled = MixedPrecision("16-mixed", "cpu", torch.amp.GradScaler("cpu"))
+    run = trainer(2, plugins=[scaled], gradient_clip_val=1.0)
+    run.fit(module, datamodule=data)
+    assert not run.optimizers[0].defaults["fused"]
+
+
+def test_the_foreach_adamw_is_a_recipe_key_away():
+    _, module = build("optimizer.fused=false", "optimizer.warmup_steps=0")
+    optimizer, _ = optimizer_and_schedule(module.parameters(), module.recipe.optimizer, 10)
+    assert not optimizer.defaults["fused"]
 
 
 def test_label_dropout_uses_the_null_class():
