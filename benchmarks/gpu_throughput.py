@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 
 import torch
+from latent_dit import CHANNELS, CLASSES, SIDE, latent_dit
+from recipe_step import recipe_adamw
 from regression_target import target
 
-from mmdit.backbone import MMDiT, StreamSpec
 from mmdit.flops import training_flops
-from mmdit.presets import preset
 from mmdit.tokens import Tokens
 from modalities.image import grid_positions
 
@@ -49,16 +49,14 @@ def main() -> None:
         raise SystemExit("gpu_throughput needs a CUDA GPU")
     device = torch.device("cuda")
     torch.backends.cuda.matmul.allow_tf32 = True
-    sizes = preset("DiT-XL/2")
-    patch = sizes.pop("patch_size")
-    grid, features = 32 // patch, 4 * patch * patch
-    spec = StreamSpec("image", features, 2 * features, "sincos", 2, (grid, grid))
-    model = MMDiT([spec], qk_norm=False, labels={"class": 1000}, compile=args.compile, **sizes).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    model, patch = latent_dit("DiT-XL/2", args.compile)
+    model.to(device)
+    grid, features = SIDE // patch, CHANNELS * patch * patch
+    optimizer = recipe_adamw(model.parameters())
     pos = grid_positions(grid, grid, args.batch, device)
     tokens = Tokens(torch.randn(args.batch, grid * grid, features, device=device), pos,
                     torch.ones(args.batch, grid * grid, dtype=torch.bool, device=device))  # fmt: skip
-    labels = {"class": torch.randint(0, 1000, (args.batch,), device=device)}
+    labels = {"class": torch.randint(0, CLASSES, (args.batch,), device=device)}
 
     def train_step() -> None:
         with torch.autocast("cuda", dtype=torch.bfloat16):

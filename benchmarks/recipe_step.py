@@ -7,8 +7,16 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 
-from mmdit.module import DiffusionModule
+from mmdit.module import DiffusionModule, optimizer_and_schedule
+from mmdit.recipe import OptimizerConfig
+
+
+def recipe_adamw(parameters) -> torch.optim.AdamW:
+    """The AdamW a recipe's default `optimizer` section builds (`optimizer_and_schedule`: torch's fused AdamW
+    where the parameters' device has it), for benchmarks that step a bare model."""
+    return optimizer_and_schedule(parameters, OmegaConf.structured(OptimizerConfig), 1)[0]
 
 
 def recipe_step(module: DiffusionModule, batch: Mapping[str, Any], optimizer: torch.optim.Optimizer) -> None:

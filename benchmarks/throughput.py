@@ -15,13 +15,11 @@ import time
 
 import torch
 from latent_dit import CHANNELS, CLASSES, SIDE, latent_dit
-from omegaconf import OmegaConf
+from recipe_step import recipe_adamw
 from regression_target import target
 
 from mmdit.backbone import MMDiT, StreamSpec
 from mmdit.flops import training_flops
-from mmdit.module import optimizer_and_schedule
-from mmdit.recipe import OptimizerConfig
 from mmdit.tokens import Tokens
 
 
@@ -34,7 +32,7 @@ def grid_tokens(batch: int, grid: int, features: int, device: str) -> Tokens:
 
 def measure(name: str, model: MMDiT, tokens: Tokens, classes: int, steps: int) -> None:
     device = tokens.x.device
-    optimizer, _ = optimizer_and_schedule(model.parameters(), OmegaConf.structured(OptimizerConfig), 1)
+    optimizer = recipe_adamw(model.parameters())
     batch = tokens.batch_size
     labels = {next(iter(model.label_embedders)): torch.randint(0, classes, (batch,), device=device)}
     for step in range(steps + 3):

@@ -31,12 +31,10 @@ import time
 
 import torch
 from latent_dit import CHANNELS, CLASSES, SIDE, latent_dit
-from omegaconf import OmegaConf
+from recipe_step import recipe_adamw
 from regression_target import target
 
-from mmdit.module import optimizer_and_schedule
 from mmdit.presets import preset
-from mmdit.recipe import OptimizerConfig
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -79,7 +77,7 @@ def build(kind: str, size: str, compiled: bool):
 def adamw(kind: str, model: torch.nn.Module, choice: str) -> torch.optim.AdamW:
     """The AdamW that steps `kind`'s model under --adamw `choice` (each, fused or foreach)."""
     if choice == "each" and kind == "mmdit":
-        return optimizer_and_schedule(model.parameters(), OmegaConf.structured(OptimizerConfig), 1)[0]
+        return recipe_adamw(model.parameters())
     if choice == "each":
         return torch.optim.AdamW(model.parameters(), lr=1e-4)
     return torch.optim.AdamW(
