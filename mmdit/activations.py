@@ -19,9 +19,8 @@ def gelu_tanh_as_sigmoid(x: Tensor) -> Tensor:
 
 class TanhGELU(nn.GELU):
     """nn.GELU(approximate="tanh") (DiT's, SD3's) that, inside `torch.compile`, computes the sigmoid form:
-    inductor's CPU code for tanh is slow, and there forward + backward of [2048, 3072] took 11.3 against
-    23.8 ms in float32 and 10.0 against 25.3 ms in bf16 (2 threads), the outputs within 5e-7. Outside a
-    compiled region ATen's fused kernel is the fastest (the sigmoid form as eager ops took 3× its time)."""
+    inductor's CPU code for tanh is slow, and the sigmoid form is equal to float32 rounding. Outside a
+    compiled region ATen's fused kernel is the fastest (timings in docs/performance.md)."""
 
     def __init__(self):
         super().__init__(approximate="tanh")
@@ -34,8 +33,7 @@ class TanhGELU(nn.GELU):
 
 MLP_ACTIVATIONS = {"gelu_tanh": TanhGELU, "gelu": nn.GELU}
 """`mlp_activation` -> its module. DiT and SD3 use the tanh approximation; the exact (erf) GELU is the same
-curve within 5e-4, and in eager mode on the CPU its forward + backward takes well under half the time
-(float32 [2048, 3072], 2 threads: 9.1 against 23.8 ms)."""
+curve within 5e-4, and in eager mode on the CPU its forward + backward takes well under half the time."""
 
 
 def mlp_activation(name: str) -> nn.Module:

@@ -31,8 +31,7 @@ def attention_mask(real: Tensor, structure: Tensor | None) -> Tensor | None:
 
 LOW_PRECISION = (torch.bfloat16, torch.float16)
 # Up to this many tokens, CPU attention in bf16 runs as two matmuls: torch 2.11's CPU flash kernels are
-# slower (forward + backward from a fused QKV at 2 threads, [8, 12, 256, 64]: 29.1 ms against 71.7 ms in bf16
-# flash and 78.7 ms in float32 flash). The scores kept for the backward take B·H·N² values, hence the bound.
+# slower there (docs/performance.md). The scores kept for the backward take B·H·N² values, hence the bound.
 MATMUL_ATTENTION_TOKENS = 1024
 
 

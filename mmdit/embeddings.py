@@ -41,7 +41,9 @@ class TimestepEmbedder(nn.Module):
         self.mlp = _mlp(frequency_dim, width)
 
     def forward(self, t: Tensor) -> Tensor:
-        return self.mlp(timestep_features(t, self.frequency_dim, frequency_shift=self.frequency_shift))
+        # The features are float32 whatever the weights (as in DiT and diffusers), then meet the MLP's dtype.
+        features = timestep_features(t, self.frequency_dim, frequency_shift=self.frequency_shift)
+        return self.mlp(features.to(self.mlp[0].weight.dtype))
 
 
 class LabelEmbedder(nn.Module):

@@ -71,10 +71,9 @@ def optimizer_and_schedule(
     (linear warm-up, then constant or a cosine to zero at `total_steps`).
 
     With `optimizer.fused` the AdamW is torch's fused one where every parameter's device has it: one kernel
-    over all tensors instead of a dozen foreach ops that each sweep all of them (an AdamW step of DiT-B/2 on
-    this project's 2-core CPU: 106 against 558 ms, `benchmarks/optimizer_step.py`); the same update to
-    float32 rounding. Not under a `scaled_loss` (16-mixed's GradScaler): a fused AdamW unscales the
-    gradients inside its step, after Lightning would have clipped them."""
+    over all tensors instead of a dozen foreach ops that each sweep all of them (docs/performance.md); the
+    same update to float32 rounding. Not under a `scaled_loss` (16-mixed's GradScaler): a fused AdamW
+    unscales the gradients inside its step, after Lightning would have clipped them."""
     if opt.decay not in ("constant", "cosine"):
         raise ValueError(f"optimizer.decay must be constant or cosine, got {opt.decay!r}")
     if opt.decay == "cosine" and total_steps <= opt.warmup_steps:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,8 @@ import lightning
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+BUNDLED = files("mmdit.recipes")
+"""The repository's top-level recipes/ folder, installed as the package data `mmdit.recipes` (setup.py)."""
 
 
 @dataclass
@@ -131,19 +134,27 @@ class Recipe:
     trainer: dict[str, Any] = field(default_factory=dict)
 
 
+def _bundled_files() -> list[Traversable]:
+    return sorted((f for f in BUNDLED.iterdir() if f.name.endswith(".yaml")), key=lambda f: f.name)
+
+
 def available() -> dict[str, str]:
     """Bundled recipes: name -> one-line description."""
-    return {p.stem: OmegaConf.load(p).get("description", "") for p in sorted(RECIPES_DIR.glob("*.yaml"))}
+    return {
+        f.name.removesuffix(".yaml"): OmegaConf.create(f.read_text()).get("description", "")
+        for f in _bundled_files()
+    }
 
 
-def recipe_path(name_or_path: str) -> Path:
+def recipe_file(name_or_path: str) -> Path | Traversable:
+    """A recipe's YAML file: a path on disk, or a bundled recipe's name."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.exists():
             raise FileNotFoundError(f"recipe file {path} does not exist")
         return path
-    bundled = RECIPES_DIR / f"{name_or_path}.yaml"
-    if not bundled.exists():
+    bundled = BUNDLED.joinpath(f"{name_or_path}.yaml")
+    if not bundled.is_file():
         raise KeyError(f"unknown recipe {name_or_path!r}; bundled recipes: {', '.join(available())}")
     return bundled
 
@@ -164,8 +175,8 @@ def load_recipe(source: str | Path | Mapping[str, Any], overrides: Sequence[str]
     if isinstance(source, Mapping):
         path, content = "recipe", OmegaConf.create(dict(source))
     else:
-        path = recipe_path(str(source))
-        content = OmegaConf.load(path)
+        path = recipe_file(str(source))
+        content = OmegaConf.create(path.read_text())
     for bad in (o for o in overrides if "=" not in o):
         raise ValueError(f"override {bad!r} is not key=value")
     try:

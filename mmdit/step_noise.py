@@ -6,8 +6,8 @@ rank r's j-th item is item k = r + W·j of the global batch of W·b items one pr
 seed (see `mmdit.data.MediaDataModule`). Drawing noise from each rank's own global RNG could never match
 that, so every draw of a step is made for the whole global batch from a CPU generator seeded by (recipe
 seed, training batch index), and each rank keeps its rows r::W. On the CPU, the numbers are also the same
-whatever the device. The price is W times the draws of one rank, on the CPU: noise for a global batch of
-256 DiT-XL/2 latents (256 tokens x 16 values) takes 11 ms on one CPU thread (measured with torch.randn).
+whatever the device. The price is W times the draws of one rank, on the CPU: milliseconds for a DiT-XL/2
+global batch (docs/performance.md).
 """
 
 from __future__ import annotations

@@ -26,12 +26,10 @@ DB_FLOOR, DB_CENTER, DB_SCALE = -60.0, -50.0, 15.0
 window), floored at -60 dB, then x = (dB + 50) / 15: -60 dB -> -0.67, 0 dB -> 3.33. A fixed, invertible map
 that does not depend on the clip, so loudness is learnt, not normalised away.
 
-Why these numbers (measured on `notes`): the floor puts 74% of the bins (those between harmonics) at one
-constant value, which the model learns at once and decoding clamps sampler noise to; Griffin-Lim from
-floored spectrograms still leaves all held-out clips within ±50 cents (median error 5.4 cents, as the raw
-clips). With a -80 dB floor most bins sat near -70 dB in a noisy texture the model spent its capacity on
-(8% of generated notes in tune after 1,500 steps, in a run that also lacked the recipe's resolution shift).
-Centre and scale give the data mean -0.3, std 0.8."""
+Why these numbers: the floor puts most bins (those between harmonics) at one constant value, which the
+model learns at once and decoding clamps sampler noise to, while Griffin-Lim from floored spectrograms keeps
+the pitch of the clips; a lower floor leaves a noisy texture the model spends its capacity on (figures in
+docs/performance.md). Centre and scale give the data mean -0.3, std 0.8."""
 X_FLOOR, X_CEILING = (DB_FLOOR - DB_CENTER) / DB_SCALE, -DB_CENTER / DB_SCALE
 
 

@@ -1,0 +1,30 @@
+"""A wheel built from the tree carries every bundled recipe, and each loads from the installed copy."""
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from mmdit.recipe import load_recipe
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_wheel_holds_the_recipes(tmp_path):
+    build = ["wheel", "-q", "--no-deps", "--no-build-isolation", "-w", tmp_path, ROOT]
+    subprocess.run([sys.executable, "-m", "pip", *build], check=True, cwd=tmp_path)
+    (wheel,) = tmp_path.glob("mmdit_toolkit-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        tree = sorted(p.name for p in (ROOT / "recipes").glob("*.yaml"))
+        assert tree, "recipes/ holds no recipe"
+        packed = sorted(n.removeprefix("mmdit/recipes/") for n in names if n.startswith("mmdit/recipes/"))
+        assert packed == sorted([*tree, "__init__.py"])
+        for name in tree:  # the packed copy is the file in the tree and a valid recipe
+            text = archive.read(f"mmdit/recipes/{name}").decode()
+            assert text == (ROOT / "recipes" / name).read_text()
+            assert load_recipe(dict(OmegaConf.create(text))).name == name.removesuffix(".yaml")
+    sources = {str(p.relative_to(ROOT)) for d in ("mmdit", "modalities") for p in (ROOT / d).rglob("*.py")}
+    assert sources <= names, f"left out of the wheel: {sorted(sources - names)}"
