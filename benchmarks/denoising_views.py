@@ -16,9 +16,9 @@ import argparse
 
 import torch
 
-from mmdit.data import data_source
-from mmdit.flow import RectifiedFlow
-from mmdit.module import DiffusionModule
+from mmdit.objectives.flow import RectifiedFlow
+from mmdit.training.data import data_source
+from mmdit.training.module import DiffusionModule
 
 
 @torch.no_grad()

@@ -3,7 +3,7 @@
     python benchmarks/gpu_throughput.py [--batch 64] [--steps 20] [--compile] [--profile FILE]
 
 A step is forward + backward + AdamW under bf16 autocast (Lightning's "bf16-mixed"), on random latents with
-the learned-sigma output of DiT. Model FLOPs per image = 6 × the multiply-accumulates of `mmdit.flops`
+the learned-sigma output of DiT. Model FLOPs per image = 6 × the multiply-accumulates of `mmdit.model.flops`
 (training = 3 × forward, a MAC = 2 FLOPs); MFU = achieved model FLOP/s / the card's dense bf16 peak.
 `--profile FILE` profiles 3 more steps after the timed ones and writes the CUDA kernels that took the most
 time to FILE (where a step's time goes).
@@ -21,8 +21,8 @@ from latent_dit import CHANNELS, CLASSES, SIDE, latent_dit
 from recipe_step import recipe_adamw
 from regression_target import target
 
-from mmdit.flops import training_flops
-from mmdit.tokens import Tokens
+from mmdit.model.flops import training_flops
+from mmdit.model.tokens import Tokens
 from modalities.image import grid_positions
 
 # Dense bf16 tensor-core peaks (no sparsity), from the vendors' datasheets.

@@ -20,10 +20,10 @@ import torch
 from recipe_step import recipe_step
 from torch.utils.data import DataLoader
 
-from mmdit.flow import RectifiedFlow
-from mmdit.module import optimizer_and_schedule
+from mmdit.objectives.flow import RectifiedFlow
 from mmdit.recipe import load_recipe
-from mmdit.train import build
+from mmdit.training.module import optimizer_and_schedule
+from mmdit.training.train import build
 
 
 def main() -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from mmdit.backbone import MMDiT, StreamSpec
-from mmdit.presets import preset
+from mmdit.model.backbone import MMDiT, StreamSpec
+from mmdit.model.presets import preset
 
 CHANNELS, SIDE, CLASSES = 4, 32, 1000
 """Latent channels and side (Stable Diffusion's VAE at 256 px), ImageNet's classes."""

@@ -21,12 +21,12 @@ import torch
 from regression_target import target
 from torch import Tensor
 
-from mmdit.backbone import MMDiT, StreamSpec
-from mmdit.module import DiffusionModule
-from mmdit.packing import pack, padding_share, unpack
-from mmdit.presets import preset
+from mmdit.model.backbone import MMDiT, StreamSpec
+from mmdit.model.packing import pack, padding_share, unpack
+from mmdit.model.presets import preset
+from mmdit.model.tokens import Tokens
 from mmdit.recipe import load_recipe
-from mmdit.tokens import Tokens
+from mmdit.training.module import DiffusionModule
 from modalities.audio_datasets import NotesDataset
 from modalities.image import grid_positions
 

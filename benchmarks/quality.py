@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from mmdit.recipe import load_recipe
-from mmdit.train import fit
+from mmdit.training.train import fit
 
 TARGETS = {
     "image-digits": "accuracy >= 0.95; Fréchet distance <= 2x the reference row's",

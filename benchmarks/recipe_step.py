@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from mmdit.module import DiffusionModule, optimizer_and_schedule
 from mmdit.recipe import OptimizerConfig
+from mmdit.training.module import DiffusionModule, optimizer_and_schedule
 
 
 def recipe_adamw(parameters) -> torch.optim.AdamW:

@@ -19,9 +19,9 @@ import time
 import torch
 from recipe_step import recipe_step
 
-from mmdit.module import optimizer_and_schedule
 from mmdit.recipe import load_recipe
-from mmdit.train import build
+from mmdit.training.module import optimizer_and_schedule
+from mmdit.training.train import build
 
 
 def variant(name: str, overrides: str, batches: int):

@@ -1,6 +1,6 @@
 """Training throughput of the MMDiT core on this machine: forward + backward + AdamW step, in samples/s,
-tokens/s and achieved GFLOP/s (6 x the MACs of `mmdit.flops`), for the digits model and DiT-S/2 at 32×32×4
-(DiT's latent shape at 256 px).
+tokens/s and achieved GFLOP/s (6 x the MACs of `mmdit.model.flops`), for the digits model and DiT-S/2 at
+32×32×4 (DiT's latent shape at 256 px).
 
     python benchmarks/throughput.py [--steps 10] [--threads N]
 
@@ -18,9 +18,9 @@ from latent_dit import CHANNELS, CLASSES, SIDE, latent_dit
 from recipe_step import recipe_adamw
 from regression_target import target
 
-from mmdit.backbone import MMDiT, StreamSpec
-from mmdit.flops import training_flops
-from mmdit.tokens import Tokens
+from mmdit.model.backbone import MMDiT, StreamSpec
+from mmdit.model.flops import training_flops
+from mmdit.model.tokens import Tokens
 
 
 def grid_tokens(batch: int, grid: int, features: int, device: str) -> Tokens:

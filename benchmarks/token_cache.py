@@ -21,10 +21,10 @@ from collections.abc import Callable, Iterator
 import lightning as L
 import torch
 
-from mmdit.data import data_adapter
 from mmdit.recipe import load_recipe
-from mmdit.token_cache import prepare_tokens
-from mmdit.train import build
+from mmdit.training.data import data_adapter
+from mmdit.training.token_cache import prepare_tokens
+from mmdit.training.train import build
 
 
 def batches(loader) -> Iterator:

@@ -34,7 +34,7 @@ from latent_dit import CHANNELS, CLASSES, SIDE, latent_dit
 from recipe_step import recipe_adamw
 from regression_target import target
 
-from mmdit.presets import preset
+from mmdit.model.presets import preset
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -42,7 +42,7 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 def build(kind: str, size: str, compiled: bool):
     """(model, step function) for `kind` "mmdit" or "diffusers" at preset `size`."""
     if kind == "mmdit":
-        from mmdit.tokens import Tokens
+        from mmdit.model.tokens import Tokens
         from modalities.image import patchify
 
         model, patch = latent_dit(size, compiled)

@@ -27,11 +27,11 @@ from matplotlib.figure import Figure
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from mmdit.backbone import StreamSpec
-from mmdit.module import DiffusionModule
+from mmdit.model.backbone import StreamSpec
+from mmdit.model.tokens import Tokens
 from mmdit.recipe import load_recipe
-from mmdit.tokens import Tokens
-from mmdit.train import fit
+from mmdit.training.module import DiffusionModule
+from mmdit.training.train import fit
 from modalities import ModalityAdapter, register
 
 CYCLES = (1, 2, 3)  # the classes: whole sine periods per curve

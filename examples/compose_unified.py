@@ -11,8 +11,8 @@ import sys
 import torch
 
 from mmdit.recipe import load_recipe
-from mmdit.train import build, fit
-from mmdit.unified import UnifiedModule
+from mmdit.training.train import build, fit
+from mmdit.training.unified import UnifiedModule
 
 steps = int(sys.argv[1]) if len(sys.argv) > 1 else 600
 numbers = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]

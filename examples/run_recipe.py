@@ -8,9 +8,9 @@ import sys
 
 import torch
 
-from mmdit.module import DiffusionModule
 from mmdit.recipe import load_recipe
-from mmdit.train import fit
+from mmdit.training.module import DiffusionModule
+from mmdit.training.train import fit
 
 steps = int(sys.argv[1]) if len(sys.argv) > 1 else 500
 # A shorter run than the recipe's: warm up and validate within it.

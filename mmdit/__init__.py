@@ -1,8 +1,8 @@
 """mmdit: one diffusion-transformer core (MMDiT joint attention) for images, video, audio and 3D meshes."""
 
-from mmdit.backbone import MMDiT, StreamSpec
-from mmdit.flow import RectifiedFlow
-from mmdit.tokens import Tokens
+from mmdit.model.backbone import MMDiT, StreamSpec
+from mmdit.model.tokens import Tokens
+from mmdit.objectives.flow import RectifiedFlow
 
 __all__ = ["MMDiT", "RectifiedFlow", "StreamSpec", "Tokens"]
 __version__ = "0.1.0"

@@ -17,8 +17,8 @@ console = Console(stderr=True)
 
 def _fit(args: argparse.Namespace) -> None:
     from mmdit.recipe import load_recipe
-    from mmdit.token_cache import CacheMiss
-    from mmdit.train import fit
+    from mmdit.training.token_cache import CacheMiss
+    from mmdit.training.train import fit
 
     try:
         run_dir = fit(load_recipe(args.recipe, args.overrides), resume=args.resume)
@@ -66,7 +66,7 @@ def _parse_numbers(module, given: list[str]) -> dict[str, float]:
 def _sample(args: argparse.Namespace) -> None:
     import torch
 
-    from mmdit.module import DiffusionModule
+    from mmdit.training.module import DiffusionModule
 
     module = DiffusionModule.from_weights(args.weights)
     chosen = _parse_labels(module, args.label)
@@ -102,7 +102,7 @@ def _sample(args: argparse.Namespace) -> None:
 def _describe(args: argparse.Namespace) -> None:
     import torch
 
-    from mmdit.module import DiffusionModule
+    from mmdit.training.module import DiffusionModule
 
     module = DiffusionModule.from_weights(args.weights)
     if not hasattr(module, "describe"):
@@ -131,8 +131,8 @@ def _print_report(report: dict) -> None:
 
 
 def _eval(args: argparse.Namespace) -> None:
-    from mmdit.evaluate import evaluate
-    from mmdit.module import DiffusionModule
+    from mmdit.training.evaluate import evaluate
+    from mmdit.training.module import DiffusionModule
 
     module = DiffusionModule.from_weights(args.weights)
     report = evaluate(
@@ -148,8 +148,8 @@ def _prepare(args: argparse.Namespace) -> None:
     import time
 
     from mmdit.recipe import load_recipe
-    from mmdit.token_cache import MANIFEST, prepare_tokens
-    from mmdit.train import build_data
+    from mmdit.training.token_cache import MANIFEST, prepare_tokens
+    from mmdit.training.train import build_data
 
     recipe = load_recipe(args.recipe, args.overrides)
     start = time.perf_counter()
@@ -175,7 +175,7 @@ def _prepare(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
-    from mmdit.export import export_checkpoint
+    from mmdit.training.export import export_checkpoint
 
     console.print(f"wrote [bold]{export_checkpoint(args.checkpoint, args.out)}[/]")
 

@@ -34,8 +34,8 @@ class DataConfig:
     stream: str | None = None  # which stream the dataset's media feed (default: the first)
     batch_size: int = 64
     num_workers: int = 0
-    cache: bool = False  # train on the tokens `mmdit prepare` encoded once (mmdit.token_cache)
-    packing: bool = False  # train on packed rows instead of padded items (one-stream recipes; mmdit.packing)
+    cache: bool = False  # train on the tokens `mmdit prepare` encoded once (mmdit.training.token_cache)
+    packing: bool = False  # packed rows instead of padded items (one-stream recipes; mmdit.model.packing)
 
 
 @dataclass
@@ -48,7 +48,7 @@ class ConditioningConfig:
 @dataclass
 class TaskConfig:
     """One task of a unified recipe: how often it is drawn and each taking-part stream's role
-    (condition, understand or generate; see mmdit.masks)."""
+    (condition, understand or generate; see mmdit.model.masks)."""
 
     weight: float = 1.0
     roles: dict[str, str] = MISSING
@@ -56,7 +56,7 @@ class TaskConfig:
 
 @dataclass
 class ModelConfig:
-    preset: str | None = None  # a name from mmdit.presets; the keys below override it
+    preset: str | None = None  # a name from mmdit.model.presets; the keys below override it
     joint_depth: int | None = None
     single_depth: int | None = None
     width: int | None = None
@@ -125,7 +125,7 @@ class Recipe:
     streams: dict[str, StreamConfig] = MISSING
     data: DataConfig = field(default_factory=DataConfig)
     conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
-    tasks: dict[str, TaskConfig] = field(default_factory=dict)  # several: a unified recipe (mmdit.unified)
+    tasks: dict[str, TaskConfig] = field(default_factory=dict)  # several: a unified recipe
     model: ModelConfig = field(default_factory=ModelConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)

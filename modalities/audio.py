@@ -21,9 +21,9 @@ from matplotlib.figure import Figure
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from mmdit.backbone import StreamSpec
 from mmdit.metrics import frechet_distance
-from mmdit.tokens import Tokens
+from mmdit.model.backbone import StreamSpec
+from mmdit.model.tokens import Tokens
 from modalities.audio_datasets import AudioFolder, NotesDataset, note_midi, read_audio
 from modalities.audio_metrics import judge_log_mel, log_mel_statistics, pitch_scores
 from modalities.audio_tokenizers import MelTokenizer, Tokenizer, WaveformTokenizer

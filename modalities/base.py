@@ -15,8 +15,8 @@ from typing import Any, ClassVar
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from mmdit.backbone import StreamSpec
-from mmdit.tokens import Tokens
+from mmdit.model.backbone import StreamSpec
+from mmdit.model.tokens import Tokens
 
 
 class ModalityAdapter(ABC):

@@ -16,9 +16,9 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from mmdit.backbone import StreamSpec
 from mmdit.metrics import ClassifierJudge, frechet_distance
-from mmdit.tokens import Tokens
+from mmdit.model.backbone import StreamSpec
+from mmdit.model.tokens import Tokens
 from modalities.base import ModalityAdapter
 from modalities.image_datasets import SPLITS, DigitsDataset, ImageFolder, pil_mode, read_image
 

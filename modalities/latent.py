@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from mmdit.tokens import Tokens
+from mmdit.model.tokens import Tokens
 from modalities.image import ImageAdapter, patchify, unpatchify
 from modalities.image_datasets import SPLITS, MediaFolder
 

@@ -26,10 +26,10 @@ from safetensors.numpy import save_file
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from mmdit.backbone import StreamSpec
 from mmdit.cache import cache_key
 from mmdit.metrics import ClassifierJudge
-from mmdit.tokens import Tokens
+from mmdit.model.backbone import StreamSpec
+from mmdit.model.tokens import Tokens
 from modalities.base import ModalityAdapter
 from modalities.image import matching_subset
 from modalities.image_datasets import SPLITS

@@ -7,8 +7,8 @@ import torch
 import trimesh
 from torch import Tensor
 
-from mmdit.backbone import StreamSpec
-from mmdit.tokens import Tokens
+from mmdit.model.backbone import StreamSpec
+from mmdit.model.tokens import Tokens
 
 COORDINATE_SCALE = 2.0  # unit-cube coordinates [-0.5, 0.5] -> token values [-1, 1]
 

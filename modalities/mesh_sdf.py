@@ -26,8 +26,8 @@ from scipy.spatial import cKDTree
 from skimage.measure import marching_cubes
 from torch import Tensor
 
-from mmdit.backbone import StreamSpec
-from mmdit.tokens import Tokens
+from mmdit.model.backbone import StreamSpec
+from mmdit.model.tokens import Tokens
 
 CHUNK = 1 << 16  # point-triangle pairs per batched winding-number evaluation (small enough for the cache)
 SURFACE_SAMPLES = 20_000

@@ -2,7 +2,7 @@
 
 Ids 0..255 are bytes; PAD, BOS and EOS follow. A text is [BOS, bytes..., EOS] padded with PAD to
 `max_length`; any UTF-8 string round-trips exactly. The backbone embeds the ids and predicts next-token
-logits (a causal stream, see `mmdit.masks`).
+logits (a causal stream, see `mmdit.model.masks`).
 
 Captions: a text stream can be made from another stream's labels with templates ("a handwritten {digit}",
 "the digit {digit_word}"), so any labelled dataset becomes a captioned one; held-out templates test
@@ -21,8 +21,8 @@ from matplotlib.figure import Figure
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from mmdit.backbone import StreamSpec
-from mmdit.tokens import Tokens
+from mmdit.model.backbone import StreamSpec
+from mmdit.model.tokens import Tokens
 from modalities.base import ModalityAdapter
 from modalities.image_datasets import SPLITS, MediaFolder
 

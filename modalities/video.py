@@ -18,8 +18,8 @@ from einops import rearrange
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from mmdit.backbone import StreamSpec
-from mmdit.tokens import Tokens
+from mmdit.model.backbone import StreamSpec
+from mmdit.model.tokens import Tokens
 from modalities.base import ModalityAdapter
 from modalities.image import grid_image, to_pil
 from modalities.image_datasets import SPLITS

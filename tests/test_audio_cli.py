@@ -10,7 +10,7 @@ import soundfile
 import torch
 
 from mmdit.cli import main
-from mmdit.module import DiffusionModule
+from mmdit.training.module import DiffusionModule
 
 TINY = [
     "model.width=32",

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from mmdit.cli import main
-from mmdit.export import export_weights
-from mmdit.module import DiffusionModule
+from mmdit.training.export import export_weights
+from mmdit.training.module import DiffusionModule
 
 TINY = [
     "model.width=32",
@@ -150,7 +150,7 @@ def test_fit_on_a_folder_of_the_users_images(tmp_path):
 
 def test_only_launched_ranks_reuse_the_run_stamp(monkeypatch):
     from mmdit.recipe import load_recipe
-    from mmdit.train import run_directory
+    from mmdit.training.train import run_directory
 
     recipe = load_recipe("image-digits")
     monkeypatch.setenv("MMDIT_RUN_STAMP", "earlier-run")
@@ -164,9 +164,9 @@ def test_only_launched_ranks_reuse_the_run_stamp(monkeypatch):
 def test_fsdp_wraps_each_block_and_refuses_ema():
     from lightning.pytorch.strategies import FSDPStrategy
 
-    from mmdit.blocks import JointBlock, SingleBlock
+    from mmdit.model.blocks import JointBlock, SingleBlock
     from mmdit.recipe import load_recipe
-    from mmdit.train import trainer_arguments
+    from mmdit.training.train import trainer_arguments
 
     with pytest.raises(ValueError, match="set ema.enabled=false"):
         trainer_arguments(load_recipe("image-digits", ["trainer.strategy=fsdp"]))

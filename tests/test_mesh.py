@@ -7,7 +7,7 @@ import torch
 import trimesh
 from PIL import Image
 
-from mmdit.backbone import MMDiT
+from mmdit.model.backbone import MMDiT
 from modalities import build_adapter
 from modalities import mesh_datasets as md
 from modalities.mesh import MeshAdapter

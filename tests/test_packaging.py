@@ -1,5 +1,6 @@
 """A wheel built from the tree carries every bundled recipe, and each loads from the installed copy."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -13,7 +14,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_the_wheel_holds_the_recipes(tmp_path):
-    build = ["wheel", "-q", "--no-deps", "--no-build-isolation", "-w", tmp_path, ROOT]
+    # From a copy of the sources: setuptools builds in place, and a build/ folder left in the tree would carry
+    # stale modules into later wheels.
+    source = tmp_path / "source"
+    leave_out = shutil.ignore_patterns(
+        ".*", "build", "dist", "runs", "*.egg-info", "__pycache__", "lightning_logs"
+    )
+    shutil.copytree(ROOT, source, ignore=leave_out)
+    build = ["wheel", "-q", "--no-deps", "--no-build-isolation", "-w", tmp_path, source]
     subprocess.run([sys.executable, "-m", "pip", *build], check=True, cwd=tmp_path)
     (wheel,) = tmp_path.glob("mmdit_toolkit-*.whl")
     with zipfile.ZipFile(wheel) as archive:

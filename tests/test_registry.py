@@ -8,8 +8,8 @@ import lightning as L
 import pytest
 import torch
 
-from mmdit.module import DiffusionModule
 from mmdit.recipe import load_recipe
+from mmdit.training.module import DiffusionModule
 from modalities import ModalityAdapter, adapter_class, available, build_adapter, registry
 from modalities.image import ImageAdapter
 

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from torch.testing import assert_close
 
-from mmdit.positions import apply_rope, rope_angles, rope_rotation, split_head_dim
+from mmdit.model.positions import apply_rope, rope_angles, rope_rotation, split_head_dim
 from modalities import build_adapter
 from modalities.image_datasets import DigitsDataset
 from modalities.video import VideoAdapter, frame_mask, tubeletify, untubeletify

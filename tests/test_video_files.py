@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mmdit.recipe import load_recipe
-from mmdit.train import build
+from mmdit.training.train import build
 from modalities.video import VideoAdapter
 from modalities.video_datasets import VideoFolder
 from modalities.video_files import read_video, write_video

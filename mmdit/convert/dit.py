@@ -26,7 +26,7 @@ from mmdit.convert.rules import (
     linear_to_conv,
     shared,
 )
-from mmdit.presets import DIT
+from mmdit.model.presets import DIT
 
 HEADS_BY_WIDTH = {d["width"]: d["heads"] for d in DIT.values()}
 

@@ -1,0 +1,1 @@
+"""The network: tokens, the MMDiT backbone, its blocks, attention, positions, embeddings and presets."""

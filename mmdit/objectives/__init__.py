@@ -1,0 +1,1 @@
+"""What the network learns and how it samples: rectified flow, Gaussian diffusion, samplers, guidance."""

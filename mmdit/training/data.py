@@ -1,0 +1,103 @@
+"""The DataModule: a modality's datasets (bundled or a user's folder) as Lightning dataloaders."""
+
+from __future__ import annotations
+
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from modalities import build_adapter
+from modalities.base import ModalityAdapter
+
+
+def data_stream(recipe: DictConfig) -> str:
+    """The stream the dataset's media feed: `data.stream`, or the recipe's first stream."""
+    stream = recipe.data.stream or next(iter(recipe.streams))
+    if stream not in recipe.streams:
+        raise KeyError(
+            f"data.stream {stream!r} is not a stream of this recipe; streams: {list(recipe.streams)}"
+        )
+    return stream
+
+
+def data_adapter(recipe: DictConfig) -> ModalityAdapter:
+    """The adapter of the stream the dataset's media feed, built from its recipe options."""
+    spec = recipe.streams[data_stream(recipe)]
+    return build_adapter(spec.modality, **spec.options)
+
+
+def data_source(recipe: DictConfig) -> str | dict:
+    """`data.source` as the adapters take it: a dataset name, or a plain dict such as {"folder": PATH}."""
+    source = recipe.data.source
+    return OmegaConf.to_container(source) if isinstance(source, DictConfig) else source
+
+
+def paired(recipe: DictConfig, dataset: Dataset, split: str) -> Dataset:
+    """The data stream's dataset with the other streams' media made from its items: a unified recipe's text
+    stream captions each item's labels (items become {"media": {stream: ...}, "labels": ...})."""
+    stream = data_stream(recipe)
+    for name, spec in recipe.streams.items():
+        if name == stream or not recipe.tasks:
+            continue
+        adapter = build_adapter(spec.modality, **spec.options)
+        if not hasattr(adapter, "captioned"):
+            raise ValueError(
+                f"stream {name!r} ({spec.modality}) gets no data: in a unified recipe only text streams are "
+                f"made from the data stream {stream!r} (captions of its labels)"
+            )
+        dataset = adapter.captioned(dataset, split, stream, name)
+    return dataset
+
+
+class MediaDataModule(L.LightningDataModule):
+    """Train and held-out splits of `recipe.data.source`, read by the data stream's adapter.
+
+    Batches are `{"media": Tensor [B, ...], "labels": {name: [B]}}`, plus `"numbers": {name: [B] float}`
+    when the dataset's items carry numbers (an audio clip's duration). The datasets are opened at
+    construction, since their class lists size the model's label tables."""
+
+    def __init__(self, recipe: DictConfig, adapter: ModalityAdapter):
+        super().__init__()
+        source = data_source(recipe)
+        self.batch_size, self.num_workers = recipe.data.batch_size, recipe.data.num_workers
+        self.seed = recipe.seed
+        self.train = paired(recipe, adapter.dataset(source, "train"), "train")
+        self.heldout = paired(recipe, adapter.dataset(source, "heldout"), "heldout")
+        if len(self.train) < self.batch_size:
+            raise ValueError(
+                f"data.batch_size {self.batch_size} is larger than the train split ({len(self.train)} items)"
+            )
+
+    @property
+    def classes(self) -> dict[str, list[str]]:
+        return dict(self.train.classes)
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled batches through our own DistributedSampler (one replica in one process; Lightning keeps
+        a sampler that already is one, and calls its `set_epoch` each epoch). It deals each epoch's
+        permutation interleaved, so over W ranks with batch b, rank r's j-th item of a step is item
+        r + W·j of the batch of W·b that one process gets: with `mmdit.training.step_noise`, DDP trains
+        what one process over the same global batch trains."""
+        trainer = self.trainer
+        sampler = DistributedSampler(
+            self.train,
+            num_replicas=trainer.world_size if trainer else 1,
+            rank=trainer.global_rank if trainer else 0,
+            shuffle=True,
+            seed=self.seed,
+            drop_last=True,
+        )
+        return self._loader(self.train, sampler=sampler, drop_last=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.heldout)
+
+    def _loader(self, dataset, sampler=None, drop_last: bool = False) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            drop_last=drop_last,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )

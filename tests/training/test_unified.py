@@ -1,0 +1,134 @@
+"""The unified model: tasks, per-stream timesteps, the text loss, and fit -> sample --prompt -> describe
+through the command line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.datasets import load_digits
+
+from mmdit.cli import main
+from mmdit.recipe import load_recipe
+from mmdit.training.data import MediaDataModule
+from mmdit.training.unified import UnifiedModule, text_loss
+from modalities import build_adapter
+
+TINY = [
+    "model.width=32",
+    "model.heads=2",
+    "model.joint_depth=1",
+    "model.single_depth=1",
+    "data.batch_size=16",
+    "optimizer.warmup_steps=2",
+]
+
+
+def build(*overrides: str) -> tuple[MediaDataModule, UnifiedModule]:
+    recipe = load_recipe("unified-digits", [*TINY, *overrides])
+    data = MediaDataModule(recipe, build_adapter("image", **recipe.streams.image.options))
+    return data, UnifiedModule(recipe, data.classes)
+
+
+def test_text_loss_is_next_token_cross_entropy_over_real_targets():
+    logits = torch.randn(2, 4, 7)
+    ids = torch.tensor([[1, 2, 3, 0], [4, 5, 0, 0]])
+    mask = torch.tensor([[True, True, True, False], [True, True, False, False]])
+    pairs = [(0, 0, 2), (0, 1, 3), (1, 0, 5)]  # (item, position, the next id it predicts)
+    expected = torch.stack(
+        [torch.nn.functional.cross_entropy(logits[b, i], torch.tensor(t)) for b, i, t in pairs]
+    )
+    torch.testing.assert_close(text_loss(logits, ids, mask), expected.mean())
+
+
+def test_tasks_are_drawn_by_weight_and_alike_on_every_rank():
+    _, module = build("tasks.draw.weight=3.0", "tasks.describe.weight=1.0")
+    picks = [module.pick_task(step) for step in range(2000)]
+    assert 0.70 < picks.count("draw") / len(picks) < 0.80
+    assert picks == [module.pick_task(step) for step in range(2000)]  # a function of the step alone
+
+
+def test_clean_streams_sit_at_time_zero_and_pass_unchanged(monkeypatch):
+    data, module = build()
+    batch = next(iter(data.train_dataloader()))
+    seen = {}
+
+    def spy(streams, t, labels=None, **conditions):
+        seen.update(streams=streams, t=t)
+        return original(streams, t, labels, **conditions)
+
+    original = module.model.forward
+    monkeypatch.setattr(module.model, "forward", spy)
+    losses = module.task_losses(batch, "describe", drop=0.0)
+    assert set(losses) == {"text"}
+    clean = module.adapters["image"].encode(batch["media"]["image"])
+    assert torch.equal(seen["streams"]["image"].x, clean.x) and (seen["t"]["image"] == 0).all()
+    losses = module.task_losses(batch, "draw", drop=0.0)
+    assert set(losses) == {"diffusion"}
+    assert (seen["t"]["text"] == 0).all() and (seen["t"]["image"] > 0).all()
+    assert torch.equal(seen["streams"]["text"].x, batch["media"]["text"])  # the prompt is not noised
+    assert not torch.equal(seen["streams"]["image"].x, clean.x)
+
+
+def test_caption_dropout_empties_the_prompt():
+    data, module = build()
+    batch = next(iter(data.train_dataloader()))
+    tokens = module.adapters["text"].encode(batch["media"]["text"])
+    dropped = module._drop_text(tokens, 1.0, module.step_noise(torch.Generator().manual_seed(0)))
+    assert (dropped.mask.sum(dim=1) == 2).all()  # BOS, EOS
+    kept = module._drop_text(tokens, 0.0, module.step_noise(torch.Generator().manual_seed(0)))
+    assert torch.equal(kept.x, tokens.x)
+
+
+def test_recipe_errors_name_the_task_or_stream():
+    with pytest.raises(KeyError, match="task 'draw': roles for unknown streams \\['audio'\\]"):
+        build("tasks.draw.roles.audio=generate")
+    with pytest.raises(ValueError, match="task 'describe' generates nothing"):
+        build("tasks.describe.roles.text=condition")
+    with pytest.raises(ValueError, match="task 'draw': unknown stream role 'decode' for 'text'"):
+        build("tasks.draw.roles.text=decode")
+
+
+def test_unified_fit_sample_from_prompt_and_describe_through_the_cli(tmp_path, capsys):
+    run = tmp_path / "run"
+    short = ["trainer.max_steps=6", "trainer.val_check_interval=3", "sample.steps=2", "sample.grid=10"]
+    assert (
+        main(["fit", "unified-digits", *TINY, *short, f"run_dir={run}", "trainer.enable_progress_bar=false"])
+        == 0
+    )
+    report = json.loads((run / "eval.json").read_text())
+    assert {"accuracy", "understanding_accuracy"} <= set(report["generated"])
+    assert report["reference"]["understanding_accuracy"] == 1.0  # the held-out captions name their digit
+    weights = run / "weights.safetensors"
+    out = tmp_path / "drawn"
+    assert main(["sample", str(weights), "--prompt", "a handwritten seven", "--n", "3", "--steps", "2",
+                 "--out", str(out)]) == 0  # fmt: skip
+    assert len(list(out.glob("image_a-handwritten-seven_0*.png"))) == 3
+    digits = load_digits()
+    files = []
+    for i in (0, 7):
+        path = tmp_path / f"digit{i}.png"
+        Image.fromarray((digits.images[i] / 16 * 255).astype(np.uint8)).save(path)
+        files.append(str(path))
+    capsys.readouterr()
+    assert main(["describe", str(weights), *files]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split("\t")[0] for line in lines] == files
+    assert main(["describe", str(weights), files[0], "--temperature", "1.0"]) == 0
+    assert main(["sample", str(weights), "--prompt", "x" * 40, "--n", "1"]) == 2  # longer than max_length
+
+
+def test_unified_notes_trains_both_tasks_on_audio():
+    recipe = load_recipe("unified-notes", [*TINY, "model.width=32"])
+    data = MediaDataModule(recipe, build_adapter("audio", **recipe.streams.audio.options))
+    module = UnifiedModule(recipe, data.classes)
+    batch = next(iter(data.train_dataloader()))
+    assert set(module.task_losses(batch, "play", drop=0.1)) == {"diffusion"}
+    assert set(module.task_losses(batch, "name", drop=0.0)) == {"text"}
+    prompts = module.prompts_for({"pitch": torch.tensor([6]), "timbre": torch.tensor([1])}, "heldout")
+    assert prompts == ["a F#3 played by a pluck"]
+    texts = module.describe(batch["media"]["audio"][:2])
+    assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
