@@ -16,7 +16,7 @@ import argparse
 
 import torch
 
-from mmdit.objectives.flow import RectifiedFlow
+from mmdit.training.build import load_module
 from mmdit.training.data import data_source
 from mmdit.training.module import DiffusionModule
 
@@ -50,8 +50,8 @@ def main() -> None:
     parser.add_argument("--times", type=float, nargs="+", default=[0.9, 0.7, 0.5, 0.3, 0.1])
     parser.add_argument("--out", default="denoising_views.png")
     args = parser.parse_args()
-    module = DiffusionModule.from_weights(args.weights).eval()
-    if not isinstance(module.objective, RectifiedFlow):
+    module = load_module(args.weights).eval()
+    if module.objective.kind != "flow":
         raise ValueError(f"{args.weights}: denoising views need a flow objective (objective.type: flow)")
     heldout = module.adapters[module.stream].dataset(data_source(module.recipe), "heldout")
     items = [heldout[i] for i in range(min(args.items, len(heldout)))]

@@ -23,7 +23,7 @@ from regression_target import target
 
 from mmdit.model.flops import training_flops
 from mmdit.model.tokens import Tokens
-from modalities.image import grid_positions
+from modalities.common.grids import grid_positions
 
 # Dense bf16 tensor-core peaks (no sparsity), from the vendors' datasheets.
 PEAK_BF16 = {"H100 SXM": 989e12, "H100 NVL": 835e12, "H100 PCIe": 756e12, "H200": 989e12, "A100": 312e12}

@@ -20,10 +20,9 @@ import torch
 from recipe_step import recipe_step
 from torch.utils.data import DataLoader
 
-from mmdit.objectives.flow import RectifiedFlow
 from mmdit.recipe import load_recipe
-from mmdit.training.module import optimizer_and_schedule
-from mmdit.training.train import build
+from mmdit.training.build import build
+from mmdit.training.optim import optimizer_and_schedule
 
 
 def main() -> None:
@@ -39,7 +38,7 @@ def main() -> None:
     recipe = load_recipe(args.recipe, args.overrides)
     torch.manual_seed(recipe.seed)
     data, module = build(recipe)
-    if not isinstance(module.objective, RectifiedFlow) or len(recipe.streams) != 1:
+    if module.objective.kind != "flow" or len(recipe.streams) != 1:
         raise SystemExit("label_use.py scores one-stream flow recipes")
     keys = list(recipe.conditioning.labels)
     if not keys:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from mmdit.model.backbone import MMDiT, StreamSpec
+from mmdit.contract import StreamSpec
+from mmdit.model.backbone import MMDiT
 from mmdit.model.presets import preset
 
 CHANNELS, SIDE, CLASSES = 4, 32, 1000

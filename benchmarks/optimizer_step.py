@@ -1,5 +1,5 @@
 """One AdamW step over a DiT preset's parameters: torch's fused AdamW (what a recipe builds, see
-`mmdit.training.module.optimizer_and_schedule`) against its default foreach one, steps alternating in one
+`mmdit.training.optim.optimizer_and_schedule`) against its default foreach one, steps alternating in one
 process.
 
     python benchmarks/optimizer_step.py [--sizes DiT-S/2 DiT-B/2] [--steps 10] [--threads N]

@@ -6,7 +6,7 @@ A batch of 64 latent images of 8 sizes from 8×8 to 32×32 patches-worth of 2×2
 runs through a DiT-S-sized backbone (12 single blocks, width 384) padded to the longest item, and packed into
 rows of 256 tokens. Prints the padding share of each layout and the step times.
 
---audio-notes times the audio-notes recipe's own training step (`DiffusionModule.diffusion_loss`, model and
+--audio-notes times the audio-notes recipe's own training step (`DiffusionModule.task_losses`, model and
 batch size 64 as in the recipe) with `data.packing` off and on, on two batches of bundled notes: as the set
 comes (every clip 1 s, so no padding), and the same clips cut to durations drawn uniformly in [0.25, 1] s
 (padding the way a folder of sounds of several lengths makes it)."""
@@ -21,14 +21,16 @@ import torch
 from regression_target import target
 from torch import Tensor
 
-from mmdit.model.backbone import MMDiT, StreamSpec
+from mmdit.contract import StreamSpec
+from mmdit.model.backbone import MMDiT
 from mmdit.model.packing import pack, padding_share, unpack
 from mmdit.model.presets import preset
 from mmdit.model.tokens import Tokens
 from mmdit.recipe import load_recipe
+from mmdit.training.build import build_adapters
 from mmdit.training.module import DiffusionModule
-from modalities.audio_datasets import NotesDataset
-from modalities.image import grid_positions
+from modalities.audio.datasets import NotesDataset
+from modalities.common.grids import grid_positions
 
 SIDES = [4, 6, 8, 10, 12, 14, 16, 16]  # tokens per side of each size (8 sizes, 8 items each)
 
@@ -77,14 +79,14 @@ def audio_notes(steps: int) -> None:
         for packing in (False, True):
             torch.manual_seed(0)
             recipe = load_recipe("audio-notes", [f"data.packing={str(packing).lower()}"])
-            module = DiffusionModule(recipe, NotesDataset.classes)
+            module = DiffusionModule(recipe, NotesDataset.classes, build_adapters(recipe))
             tokens = module.adapters["audio"].encode(batch["media"], batch["numbers"])
             if packing:
                 tokens = pack(tokens, capacity=tokens.length).tokens
 
             def loss(step: int, module=module, batch=batch) -> Tensor:
                 generator = torch.Generator().manual_seed(step)
-                return module.diffusion_loss(batch, drop=0.1, generator=generator)["audio"]
+                return module.task_losses(batch, module.tasks[0], 0.1, generator)["diffusion"]
 
             seconds = timed_steps(module, loss, steps)
             name = "durations 0.25-1 s" if varied else "notes as bundled"

@@ -10,7 +10,8 @@ import torch
 from omegaconf import OmegaConf
 
 from mmdit.recipe import OptimizerConfig
-from mmdit.training.module import DiffusionModule, optimizer_and_schedule
+from mmdit.training.module import DiffusionModule
+from mmdit.training.optim import optimizer_and_schedule
 
 
 def recipe_adamw(parameters) -> torch.optim.AdamW:
@@ -24,7 +25,7 @@ def recipe_step(module: DiffusionModule, batch: Mapping[str, Any], optimizer: to
     `trainer.precision` (`module.precision_autocast`), clipping at `trainer.gradient_clip_val`."""
     recipe = module.recipe
     with module.precision_autocast():
-        loss = sum(module.diffusion_loss(batch, recipe.conditioning.dropout).values())
+        loss = module.total(module.task_losses(batch, module.tasks[0], recipe.conditioning.dropout))
     loss.backward()
     clip = recipe.trainer.get("gradient_clip_val")
     if clip:

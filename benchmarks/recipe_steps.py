@@ -20,8 +20,8 @@ import torch
 from recipe_step import recipe_step
 
 from mmdit.recipe import load_recipe
-from mmdit.training.module import optimizer_and_schedule
-from mmdit.training.train import build
+from mmdit.training.build import build
+from mmdit.training.optim import optimizer_and_schedule
 
 
 def variant(name: str, overrides: str, batches: int):

@@ -18,7 +18,8 @@ from latent_dit import CHANNELS, CLASSES, SIDE, latent_dit
 from recipe_step import recipe_adamw
 from regression_target import target
 
-from mmdit.model.backbone import MMDiT, StreamSpec
+from mmdit.contract import StreamSpec
+from mmdit.model.backbone import MMDiT
 from mmdit.model.flops import training_flops
 from mmdit.model.tokens import Tokens
 

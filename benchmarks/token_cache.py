@@ -4,7 +4,7 @@ and the time of the data adapter's `encode` alone.
     python benchmarks/token_cache.py [RECIPE] [--steps 30] [--warmup 5] [--threads 1] [key=value ...]
 
 Prepares the cache first (as `mmdit prepare`). Each mode builds the recipe's datamodule and module from the
-same seed; one step = next train batch + `diffusion_loss` + backward + AdamW step, as Lightning's loop
+same seed; one step = next train batch + `task_losses` + backward + AdamW step, as Lightning's loop
 without its bookkeeping. The two modes alternate step by step after `warmup` steps each, so a load that
 changes on a shared machine touches both alike; prints the median and mean of each step and of the batch
 fetch (dataset reads + collation) within it. The encode row times
@@ -22,9 +22,9 @@ import lightning as L
 import torch
 
 from mmdit.recipe import load_recipe
-from mmdit.training.data import data_adapter
+from mmdit.training.build import build, build_adapters
+from mmdit.training.data import data_stream
 from mmdit.training.token_cache import prepare_tokens
-from mmdit.training.train import build
 
 
 def batches(loader) -> Iterator:
@@ -44,7 +44,7 @@ def stepper(recipe) -> Callable[[], float]:
         start = time.perf_counter()
         batch = next(stream)
         fetched = time.perf_counter() - start
-        losses = module.diffusion_loss(batch, recipe.conditioning.dropout)
+        losses = module.task_losses(batch, module.tasks[0], recipe.conditioning.dropout)
         sum(losses.values()).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -78,7 +78,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     media_recipe = load_recipe(args.recipe, [*args.overrides, "data.cache=false"])
     cached_recipe = load_recipe(args.recipe, [*args.overrides, "data.cache=true"])
-    prepare_tokens(media_recipe)
+    prepare_tokens(media_recipe, build_adapters(media_recipe))
     print(f"{args.recipe}: batch {media_recipe.data.batch_size}, {torch.get_num_threads()} thread(s)")
 
     modes = {"step, encoding media": stepper(media_recipe), "step, cached tokens": stepper(cached_recipe)}
@@ -96,7 +96,7 @@ def main() -> None:
         summary(name, times[name])
         summary("  of which fetching the batch", fetches[name])
 
-    adapter = data_adapter(media_recipe)
+    adapter = build_adapters(media_recipe)[data_stream(media_recipe)]
     data, _ = build(media_recipe)
     stream = batches(data.train_dataloader())
     encode = []

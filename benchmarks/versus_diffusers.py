@@ -43,7 +43,7 @@ def build(kind: str, size: str, compiled: bool):
     """(model, step function) for `kind` "mmdit" or "diffusers" at preset `size`."""
     if kind == "mmdit":
         from mmdit.model.tokens import Tokens
-        from modalities.image import patchify
+        from modalities.common.patches import patchify
 
         model, patch = latent_dit(size, compiled)
 

@@ -27,10 +27,10 @@ from matplotlib.figure import Figure
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from mmdit.model.backbone import StreamSpec
+from mmdit.contract import StreamSpec
 from mmdit.model.tokens import Tokens
 from mmdit.recipe import load_recipe
-from mmdit.training.module import DiffusionModule
+from mmdit.training.build import load_module
 from mmdit.training.train import fit
 from modalities import ModalityAdapter, register
 
@@ -181,7 +181,7 @@ def main(argv: list[str]) -> None:
     print(json.dumps(json.loads((run_dir / "eval.json").read_text()), indent=2))
 
     # Sampling from the exported weights (they name the modality "curves", found through the registry).
-    module = DiffusionModule.from_weights(run_dir / "weights.safetensors")
+    module = load_module(run_dir / "weights.safetensors")
     for index, cycles in enumerate(CYCLES):
         curves = module.generate(8, {"cycles": torch.full((8,), index)})["curve"]
         print(f"wrote {module.adapters['curve'].preview(curves, run_dir / f'curves_{cycles}_cycles.png')}")

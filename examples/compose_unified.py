@@ -11,8 +11,8 @@ import sys
 import torch
 
 from mmdit.recipe import load_recipe
-from mmdit.training.train import build, fit
-from mmdit.training.unified import UnifiedModule
+from mmdit.training.build import build, load_module
+from mmdit.training.train import fit
 
 steps = int(sys.argv[1]) if len(sys.argv) > 1 else 600
 numbers = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -51,12 +51,12 @@ recipe = load_recipe(
     }
 )
 datamodule, module = build(recipe)
-assert isinstance(module, UnifiedModule)  # tasks in a recipe make the module unified
+assert module.describes and module.prompt_stream == "text"  # the tasks: it draws from text and writes it
 parameters = sum(p.numel() for p in module.model.parameters())
 print(f"backbone: {parameters:,} parameters for streams {list(module.adapters)}")
 
 run_dir = fit(recipe)
-module = UnifiedModule.from_weights(run_dir / "weights.safetensors")
+module = load_module(run_dir / "weights.safetensors")
 images = module.generate(8, prompts=["a handwritten seven"] * 8, seed=1)["image"]
 print(
     f"8 drawings of 'a handwritten seven': {module.adapters['image'].preview(images, run_dir / 'sevens.png')}"

@@ -9,7 +9,7 @@ import sys
 import torch
 
 from mmdit.recipe import load_recipe
-from mmdit.training.module import DiffusionModule
+from mmdit.training.build import load_module
 from mmdit.training.train import fit
 
 steps = int(sys.argv[1]) if len(sys.argv) > 1 else 500
@@ -19,7 +19,7 @@ overrides += [f"trainer.val_check_interval={min(500, steps)}"]
 run_dir = fit(load_recipe("image-digits", [*overrides, "run_dir=runs/digits-from-python"]))
 print(json.loads((run_dir / "eval.json").read_text())["generated"])
 
-module = DiffusionModule.from_weights(run_dir / "weights.safetensors")
+module = load_module(run_dir / "weights.safetensors")
 seven = module.class_index("digit", "7")
 images = module.generate(8, {"digit": torch.full((8,), seven)}, seed=1)["image"]
 adapter = module.adapters["image"]

@@ -66,16 +66,16 @@ def _parse_numbers(module, given: list[str]) -> dict[str, float]:
 def _sample(args: argparse.Namespace) -> None:
     import torch
 
-    from mmdit.training.module import DiffusionModule
+    from mmdit.training.build import load_module
 
-    module = DiffusionModule.from_weights(args.weights)
+    module = load_module(args.weights)
     chosen = _parse_labels(module, args.label)
     labels = {k: torch.full((args.n,), v) for k, v in chosen.items()}
     numbers = {k: torch.full((args.n,), v) for k, v in _parse_numbers(module, args.number).items()}
     options = {}
     if args.prompt is not None:
-        if not hasattr(module, "describe"):
-            raise ValueError(f"{args.weights} is not a unified (text-conditioned) model; use --label")
+        if module.prompt_stream is None:
+            raise ValueError(f"{args.weights} is not a prompted (text-conditioned) model; use --label")
         options["prompts"] = [args.prompt] * args.n
 
     def progress(steps):
@@ -102,10 +102,10 @@ def _sample(args: argparse.Namespace) -> None:
 def _describe(args: argparse.Namespace) -> None:
     import torch
 
-    from mmdit.training.module import DiffusionModule
+    from mmdit.training.build import load_module
 
-    module = DiffusionModule.from_weights(args.weights)
-    if not hasattr(module, "describe"):
+    module = load_module(args.weights)
+    if not module.describes:
         raise ValueError(f"{args.weights} is not a unified model: it cannot describe")
     adapter = module.adapters[module.stream]
     media = torch.stack([adapter.load(path) for path in args.files])
@@ -131,10 +131,10 @@ def _print_report(report: dict) -> None:
 
 
 def _eval(args: argparse.Namespace) -> None:
+    from mmdit.training.build import load_module
     from mmdit.training.evaluate import evaluate
-    from mmdit.training.module import DiffusionModule
 
-    module = DiffusionModule.from_weights(args.weights)
+    module = load_module(args.weights)
     report = evaluate(
         module, steps=args.steps, method=args.sampler, cfg=args.cfg, show_progress=not args.json
     )
@@ -148,18 +148,19 @@ def _prepare(args: argparse.Namespace) -> None:
     import time
 
     from mmdit.recipe import load_recipe
+    from mmdit.training.build import build_adapters, build_data
     from mmdit.training.token_cache import MANIFEST, prepare_tokens
-    from mmdit.training.train import build_data
 
     recipe = load_recipe(args.recipe, args.overrides)
+    adapters = build_adapters(recipe)
     start = time.perf_counter()
     if recipe.tasks:  # build the datasets (filling adapters' own caches); tokens are not cached
-        data = build_data(recipe)
+        data = build_data(recipe, adapters)
         counts = {"train": len(data.train), "heldout": len(data.heldout)}
         note = "unified recipes are not token-cached"
     else:
         counts = {}
-        for split, folder in prepare_tokens(recipe).items():
+        for split, folder in prepare_tokens(recipe, adapters).items():
             manifest = json.loads((folder / MANIFEST).read_text())
             counts[split] = manifest["items"]
             size = sum(p.stat().st_size for p in folder.iterdir()) / 2**20

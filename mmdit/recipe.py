@@ -74,19 +74,30 @@ class ModelConfig:
 
 
 @dataclass
-class ObjectiveConfig:
-    type: str = "flow"  # "flow" (rectified flow) or "gaussian" (DDPM, as DiT-family checkpoints were trained)
-    prediction: str | None = None  # flow: velocity (default) or x0; Gaussian: epsilon (default), v or x0
-    # rectified flow
-    time_sampling: str = "logit_normal"
+class FlowObjective:
+    """`objective.type: flow`, rectified flow (mmdit.objectives.flow)."""
+
+    type: str = "flow"
+    prediction: str = "velocity"  # or x0 (the clean data, JiT's x-prediction with a v-loss)
+    time_sampling: str = "logit_normal"  # or uniform
     logit_mean: float = 0.0
     logit_std: float = 1.0
-    shift: float = 1.0
-    # Gaussian diffusion
+    shift: float = 1.0  # SD3's resolution shift of training and sampling times
+    diffusion_weight: float = 1.0  # loss = discrete-stream losses + diffusion_weight * diffusion losses
+
+
+@dataclass
+class GaussianObjective:
+    """`objective.type: gaussian`, DDPM as DiT-family checkpoints were trained (mmdit.objectives.gaussian)."""
+
+    type: str = "gaussian"
+    prediction: str = "epsilon"  # or v, x0
     steps: int = 1000  # training steps T (linear betas 1e-4 -> 0.02, scaled by 1000 / T)
     learn_sigma: bool = False  # also predict the variance (IDDPM's learned range, hybrid loss)
-    # unified recipes: loss = text losses + diffusion_weight * diffusion losses (Transfusion's λ)
-    diffusion_weight: float = 1.0
+    diffusion_weight: float = 1.0  # loss = discrete-stream losses + diffusion_weight * diffusion losses
+
+
+OBJECTIVE_SCHEMAS = {"flow": FlowObjective, "gaussian": GaussianObjective}
 
 
 @dataclass
@@ -127,7 +138,7 @@ class Recipe:
     conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
     tasks: dict[str, TaskConfig] = field(default_factory=dict)  # several: a unified recipe
     model: ModelConfig = field(default_factory=ModelConfig)
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    objective: Any = field(default_factory=lambda: {"type": "flow"})  # checked by its type's schema
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     ema: EmaConfig = field(default_factory=EmaConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
@@ -189,6 +200,7 @@ def load_recipe(source: str | Path | Mapping[str, Any], overrides: Sequence[str]
     except ValidationError as err:
         reason = str(err.msg).splitlines()[0]
         raise ValueError(f"{path}: bad value for {err.full_key!r}: {reason}") from None
+    recipe.objective = _objective_section(path, content.get("objective"), recipe.objective)
     missing = sorted(OmegaConf.missing_keys(recipe))
     if missing:
         raise KeyError(f"{path}: recipe needs {missing}")
@@ -200,6 +212,29 @@ def load_recipe(source: str | Path | Mapping[str, Any], overrides: Sequence[str]
     return recipe
 
 
+def _objective_section(path: Any, written: Any, merged: DictConfig) -> DictConfig:
+    """The `objective` section checked against its type's schema, defaults filled in. An override that
+    changes the type (`objective.type=gaussian` on a flow recipe) starts the section afresh from that type:
+    the file's keys were written for the other one."""
+    kind = merged.get("type", "flow")
+    if kind not in OBJECTIVE_SCHEMAS:
+        raise ValueError(f"{path}: objective.type must be one of {list(OBJECTIVE_SCHEMAS)}, got {kind!r}")
+    file_kind = (written or {}).get("type", "flow")
+    given = {k: v for k, v in merged.items() if file_kind == kind or k not in (written or {})}
+    try:
+        return OmegaConf.merge(OmegaConf.structured(OBJECTIVE_SCHEMAS[kind]), {**given, "type": kind})
+    except (ConfigKeyError, ConfigAttributeError) as err:
+        valid = list(OmegaConf.structured(OBJECTIVE_SCHEMAS[kind]).keys())
+        raise KeyError(
+            f"{path}: objective key {err.full_key or str(err)!r} is not a key of a {kind} objective; "
+            f"valid: {valid}"
+        ) from None
+    except ValidationError as err:
+        raise ValueError(
+            f"{path}: bad value for objective.{err.full_key}: {str(err.msg).splitlines()[0]}"
+        ) from None
+
+
 def to_yaml(recipe: DictConfig) -> str:
     return OmegaConf.to_yaml(recipe, resolve=True)
 
@@ -207,5 +242,10 @@ def to_yaml(recipe: DictConfig) -> str:
 def from_yaml(text: str) -> DictConfig:
     """A recipe stored with a run or in a weights file (already resolved and checked)."""
     recipe = OmegaConf.merge(OmegaConf.structured(Recipe), OmegaConf.create(text))
+    # Recipes stored before the objective section was tagged hold every type's keys: keep this type's.
+    schema = OmegaConf.structured(OBJECTIVE_SCHEMAS[recipe.objective.get("type", "flow")])
+    recipe.objective = OmegaConf.merge(
+        schema, {k: v for k, v in recipe.objective.items() if k in schema and v is not None}
+    )
     OmegaConf.set_readonly(recipe, True)
     return recipe

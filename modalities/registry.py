@@ -8,16 +8,16 @@ import inspect
 from importlib.metadata import entry_points
 from typing import Any
 
-from modalities.base import ModalityAdapter
+from mmdit.contract import ModalityAdapter
 
 ENTRY_POINT_GROUP = "mmdit.modalities"
 _BUILTIN = {
-    "image": "modalities.image:ImageAdapter",
-    "audio": "modalities.audio:AudioAdapter",
-    "latent": "modalities.latent:LatentAdapter",
-    "mesh": "modalities.mesh:MeshAdapter",
-    "text": "modalities.text:TextAdapter",
-    "video": "modalities.video:VideoAdapter",
+    "image": "modalities.image.adapter:ImageAdapter",
+    "audio": "modalities.audio.adapter:AudioAdapter",
+    "latent": "modalities.latent.adapter:LatentAdapter",
+    "mesh": "modalities.mesh.adapter:MeshAdapter",
+    "text": "modalities.text.adapter:TextAdapter",
+    "video": "modalities.video.adapter:VideoAdapter",
 }
 _registered: dict[str, type[ModalityAdapter]] = {}
 

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from mmdit.cli import main
+from mmdit.training.build import load_module
 from mmdit.training.export import export_weights
-from mmdit.training.module import DiffusionModule
 
 TINY = [
     "model.width=32",
@@ -55,8 +55,8 @@ def test_fit_writes_a_complete_run_directory(run_dir):
 
 
 def test_export_then_load_gives_identical_samples(run_dir, tmp_path):
-    module = DiffusionModule.from_weights(run_dir / "weights.safetensors")
-    again = DiffusionModule.from_weights(export_weights(module, tmp_path / "again.safetensors"))
+    module = load_module(run_dir / "weights.safetensors")
+    again = load_module(export_weights(module, tmp_path / "again.safetensors"))
     labels = {"digit": torch.arange(6)}
     assert torch.equal(
         module.generate(6, labels, seed=3)["image"], again.generate(6, labels, seed=3)["image"]
@@ -66,7 +66,7 @@ def test_export_then_load_gives_identical_samples(run_dir, tmp_path):
 def test_export_checkpoint_carries_the_ema_weights(run_dir, tmp_path):
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     assert main(["export", str(checkpoint), str(tmp_path / "w.safetensors")]) == 0
-    exported = DiffusionModule.from_weights(tmp_path / "w.safetensors")
+    exported = load_module(tmp_path / "w.safetensors")
     stored = torch.load(checkpoint, map_location="cpu", weights_only=False)
     # EMAWeightAveraging keeps the averaged weights in state_dict and the raw ones aside.
     assert "current_model_state" in stored

@@ -20,10 +20,11 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from mmdit.contract import StreamSpec
 from mmdit.convert.dit import dit_conversion
 from mmdit.convert.rules import Rule, apply
 from mmdit.convert.sd3 import sd3_conversion
-from mmdit.model.backbone import MMDiT, StreamSpec
+from mmdit.model.backbone import MMDiT
 
 KINDS = ("dit", "sd3")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")

@@ -7,57 +7,17 @@ both kinds in sequence is the Flux / Open-Sora 2 design.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from mmdit.contract import StreamSpec
 from mmdit.model.attention_layouts import LAYOUTS, block_masks
 from mmdit.model.blocks import FinalLayer, JointBlock, SingleBlock
 from mmdit.model.embeddings import LabelEmbedder, PooledEmbedder, TimestepEmbedder
 from mmdit.model.positions import SinCosTable, rope_angles, rope_rotation, split_head_dim
 from mmdit.model.tokens import Tokens
-
-Positions = Literal["rope", "sincos", "none"]
-
-
-@dataclass(frozen=True)
-class StreamSpec:
-    """How the backbone sees one stream.
-
-    features:      F of the incoming tokens.
-    out_features:  F of the prediction (default F; 2F for a learned variance).
-    positions:     "rope" (rotary over `axes` axes), "sincos" (DiT's fixed 2D table of extent `grid`), or
-                   "none" (an unordered set, as Point-E's points).
-    axes:          A, the number of coordinates per token.
-    grid:          extent of the sin-cos table per axis (tokens), for positions="sincos".
-    vocab:         for a discrete stream (text): the id table's size. Ids are embedded, the prediction is
-                   logits [B, N, vocab], and `features` is 1.
-    """
-
-    name: str
-    features: int
-    out_features: int | None = None
-    positions: Positions = "rope"
-    axes: int = 0
-    grid: tuple[int, int] | None = None
-    vocab: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.vocab is not None and (self.features != 1 or self.out_features not in (None, self.vocab)):
-            raise ValueError(
-                f"stream {self.name!r}: a discrete stream has features=1 and vocab-sized outputs"
-            )
-        if self.positions not in ("rope", "sincos", "none"):
-            raise ValueError(
-                f"stream {self.name!r}: positions must be rope, sincos or none, got {self.positions!r}"
-            )
-        if self.positions == "rope" and not 1 <= self.axes <= 3:
-            raise ValueError(f"stream {self.name!r}: rope needs 1 to 3 axes, got {self.axes}")
-        if self.positions == "sincos" and (self.axes != 2 or self.grid is None):
-            raise ValueError(f"stream {self.name!r}: sincos positions need axes=2 and a grid (h, w)")
 
 
 class MMDiT(nn.Module):

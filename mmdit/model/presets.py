@@ -6,6 +6,9 @@ DiT's family (Peebles & Xie, Table 1): name -> (depth, width, heads); the patch 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 DIT = {
     "S": dict(depth=12, width=384, heads=6),
     "B": dict(depth=12, width=768, heads=12),
@@ -35,3 +38,15 @@ def preset(name: str) -> dict:
     if name not in PRESETS:
         raise KeyError(f"unknown model preset {name!r}; known: {', '.join(PRESETS)}")
     return dict(PRESETS[name])
+
+
+def model_arguments(model: Mapping[str, Any]) -> dict[str, Any]:
+    """A recipe's `model` section -> MMDiT keyword arguments: the preset's sizes, then the explicit keys. A
+    preset's patch size is not an MMDiT argument: the run builder gives it to the data stream."""
+    sizes = preset(model["preset"]) if model.get("preset") else {}
+    sizes.pop("patch_size", None)
+    sizes.update({k: v for k, v in model.items() if k != "preset" and v is not None})
+    for key in ("width", "heads"):
+        if key not in sizes:
+            raise KeyError(f"model.{key} is not set (give it, or a model.preset)")
+    return sizes

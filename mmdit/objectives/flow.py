@@ -6,12 +6,16 @@ and flow_matching put data at t = 1).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
 from mmdit.model.tokens import masked_mean
+from mmdit.objectives.objective import Noised, Objective, Predict, State
+from mmdit.objectives.samplers import FLOW_SAMPLERS
 
 MIN_TIME = 0.05  # the floor of t when an x0 prediction is turned into a velocity
 
@@ -26,8 +30,13 @@ def _broadcast(t: Tensor, like: Tensor) -> Tensor:
     return t.reshape(-1, *([1] * (like.ndim - 1))).to(like.dtype)
 
 
+def masked_mse(prediction: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """Mean squared error over real tokens only. prediction, target: [B, N, F]; mask: [B, N] bool."""
+    return masked_mean((prediction.float() - target.float()) ** 2, mask)
+
+
 @dataclass(frozen=True)
-class RectifiedFlow:
+class RectifiedFlow(Objective):
     """time_sampling: "logit_normal" (SD3's default: sigmoid of N(logit_mean, logit_std)) or "uniform";
     prediction: what the network outputs, "velocity" (eps - x0, SD3) or "x0" (the clean data, turned into a
     velocity (x_t - x0) / t for the loss and the samplers: JiT's x-prediction with a v-loss, which lets a
@@ -39,6 +48,8 @@ class RectifiedFlow:
     logit_std: float = 1.0
     shift: float = 1.0
     prediction: str = "velocity"
+    samplers: ClassVar[tuple[str, ...]] = tuple(FLOW_SAMPLERS)
+    kind: ClassVar[str] = "flow"
 
     def __post_init__(self) -> None:
         if self.prediction not in ("velocity", "x0"):
@@ -81,10 +92,34 @@ class RectifiedFlow:
         """The velocity dx_t/dt = eps - x0."""
         return noise - x0
 
-    @staticmethod
-    def loss(prediction: Tensor, target: Tensor, mask: Tensor) -> Tensor:
-        """Mean squared error over real tokens only. prediction, target: [B, N, F]; mask: [B, N] bool."""
-        return masked_mean((prediction.float() - target.float()) ** 2, mask)
+    def draw_time(self, batch_size: int, generator: torch.Generator | None = None) -> Tensor:
+        return self.sample_time(batch_size, generator=generator)
+
+    def noise(self, x0: Tensor, noise: Tensor, time: Tensor) -> Noised:
+        return Noised(x0, noise, self.add_noise(x0, noise, time), time, time)
+
+    def loss(self, output: Tensor, sample: Noised, mask: Tensor) -> Tensor:
+        """The velocity the output implies against the true one, eps - x0 (a v-loss for x0 prediction)."""
+        velocity = self.velocity(output, sample.x_t, sample.time)
+        return masked_mse(velocity, self.target(sample.x0, sample.noise), mask)
+
+    def sample(
+        self,
+        predict: Predict,
+        noise: State,
+        steps: int,
+        sampler: str,
+        progress: Callable = iter,
+        generator: torch.Generator | None = None,
+    ) -> State:
+        """The ODE from t = 1 to 0 over `schedule(steps)`; the samplers are deterministic (no generator)."""
+        self.check_sampler(sampler)
+
+        def velocity(x: State, t: Tensor) -> State:
+            return {s: self.velocity(out, x[s], t) for s, out in predict(x, t).items()}
+
+        device = next(iter(noise.values())).device
+        return FLOW_SAMPLERS[sampler](velocity, noise, self.schedule(steps, device), progress)
 
     def schedule(self, steps: int, device: torch.device | str = "cpu") -> Tensor:
         """[steps + 1] times from 1 (noise) down to 0 (data), shifted like the training times."""

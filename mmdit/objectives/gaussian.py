@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import ClassVar
 
 import torch
 from torch import Tensor
+
+from mmdit.model.tokens import masked_mean
+from mmdit.objectives.objective import Noised, Objective, Predict, State
 
 PREDICTIONS = ("epsilon", "v", "x0")
 
@@ -65,10 +69,13 @@ def _approx_standard_normal_cdf(x: Tensor) -> Tensor:
     return 0.5 * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
 
 
-class GaussianDiffusion:
+class GaussianDiffusion(Objective):
     """steps: T training steps; prediction: "epsilon", "v" or "x0"; learn_sigma: the model also outputs the
     learned-range variance (token features doubled). `timesteps` (set by `respace`) are the original step
     indices this diffusion's steps stand for; the model is always given those."""
+
+    samplers: ClassVar[tuple[str, ...]] = ("ddpm", "ddim")
+    kind: ClassVar[str] = "gaussian"
 
     def __init__(
         self,
@@ -216,20 +223,46 @@ class GaussianDiffusion:
 
     # sampling ------------------------------------------------------------------------------------------
 
+    def draw_time(self, batch_size: int, generator: torch.Generator | None = None) -> Tensor:
+        return self.sample_steps(batch_size, generator=generator)
+
+    def noise(self, x0: Tensor, noise: Tensor, time: Tensor) -> Noised:
+        return Noised(x0, noise, self.q_sample(x0, noise, time), time, self.model_time(time))
+
+    def loss(self, output: Tensor, sample: Noised, mask: Tensor) -> Tensor:
+        """The sum of the loss terms (MSE, and the bound of a learned variance), each a mean over the real
+        tokens."""
+        terms = self.losses(output, sample.x0, sample.x_t, sample.noise, sample.time)
+        return sum(masked_mean(term, mask) for term in terms.values())
+
+    def output_features(self, features: int) -> int:
+        return 2 * features if self.learn_sigma else features
+
     def sample(
         self,
-        predict: Callable[[dict[str, Tensor], Tensor], dict[str, Tensor]],
-        x: dict[str, Tensor],
+        predict: Predict,
+        noise: State,
+        steps: int,
+        sampler: str,
+        progress: Callable = iter,
+        generator: torch.Generator | None = None,
+    ) -> State:
+        """The reverse process over `steps` evenly spaced of the T training steps (`respace`)."""
+        self.check_sampler(sampler)
+        return self.respace(steps).reverse(predict, noise, sampler, progress, generator)
+
+    def reverse(
+        self,
+        predict: Predict,
+        x: State,
         method: str = "ddpm",
         progress: Callable = iter,
         generator: torch.Generator | None = None,
-    ) -> dict[str, Tensor]:
-        """Run the reverse process over all of this diffusion's steps (respace first for fewer).
+    ) -> State:
+        """Run the reverse process over all of this diffusion's steps.
 
         predict: {stream: x_k [B, N, F]}, model time [B] -> {stream: output}; x: the noise at the last step.
         method: "ddpm" (ancestral, fresh noise from `generator` each step) or "ddim" (deterministic)."""
-        if method not in ("ddpm", "ddim"):
-            raise ValueError(f"Gaussian diffusion samples with ddpm or ddim, got {method!r}")
         batch = next(iter(x.values())).shape[0]
         device = next(iter(x.values())).device
         for step in progress(list(reversed(range(self.num_steps)))):

@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 from torch import Tensor
 
-State = dict[str, Tensor]
+from mmdit.objectives.objective import State
+
 Velocity = Callable[[State, Tensor], State]
 
 
@@ -40,10 +41,5 @@ def _batch(x: State) -> int:
     return next(iter(x.values())).shape[0]
 
 
-SAMPLERS: dict[str, Callable[..., State]] = {"euler": euler, "heun": heun}
-
-
-def sampler(name: str) -> Callable[..., State]:
-    if name not in SAMPLERS:
-        raise KeyError(f"unknown sampler {name!r}; known: {', '.join(SAMPLERS)}")
-    return SAMPLERS[name]
+FLOW_SAMPLERS: dict[str, Callable[..., State]] = {"euler": euler, "heun": heun}
+"""The ODE samplers of rectified flow by name (Gaussian diffusion's ddpm and ddim are its own steps)."""

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from modalities import build_adapter
-from modalities.base import ModalityAdapter
+from mmdit.contract import DiscreteAdapter, ModalityAdapter
 
 
 def data_stream(recipe: DictConfig) -> str:
@@ -20,30 +21,27 @@ def data_stream(recipe: DictConfig) -> str:
     return stream
 
 
-def data_adapter(recipe: DictConfig) -> ModalityAdapter:
-    """The adapter of the stream the dataset's media feed, built from its recipe options."""
-    spec = recipe.streams[data_stream(recipe)]
-    return build_adapter(spec.modality, **spec.options)
-
-
 def data_source(recipe: DictConfig) -> str | dict:
     """`data.source` as the adapters take it: a dataset name, or a plain dict such as {"folder": PATH}."""
     source = recipe.data.source
     return OmegaConf.to_container(source) if isinstance(source, DictConfig) else source
 
 
-def paired(recipe: DictConfig, dataset: Dataset, split: str) -> Dataset:
-    """The data stream's dataset with the other streams' media made from its items: a unified recipe's text
-    stream captions each item's labels (items become {"media": {stream: ...}, "labels": ...})."""
+def paired(
+    recipe: DictConfig, adapters: Mapping[str, ModalityAdapter], dataset: Dataset, split: str
+) -> Dataset:
+    """The data stream's dataset with the other streams' media made from its items: in a recipe of several
+    streams, each discrete stream captions each item's labels (items become {"media": {stream: ...},
+    "labels": ...})."""
     stream = data_stream(recipe)
-    for name, spec in recipe.streams.items():
+    for name, adapter in adapters.items():
         if name == stream or not recipe.tasks:
             continue
-        adapter = build_adapter(spec.modality, **spec.options)
-        if not hasattr(adapter, "captioned"):
+        if not isinstance(adapter, DiscreteAdapter):
             raise ValueError(
-                f"stream {name!r} ({spec.modality}) gets no data: in a unified recipe only text streams are "
-                f"made from the data stream {stream!r} (captions of its labels)"
+                f"stream {name!r} ({recipe.streams[name].modality}) gets no data: in a unified recipe the "
+                f"other streams are made from the data stream {stream!r} (captions of its labels, by a "
+                "discrete stream)"
             )
         dataset = adapter.captioned(dataset, split, stream, name)
     return dataset
@@ -56,13 +54,13 @@ class MediaDataModule(L.LightningDataModule):
     when the dataset's items carry numbers (an audio clip's duration). The datasets are opened at
     construction, since their class lists size the model's label tables."""
 
-    def __init__(self, recipe: DictConfig, adapter: ModalityAdapter):
+    def __init__(self, recipe: DictConfig, adapters: Mapping[str, ModalityAdapter]):
         super().__init__()
-        source = data_source(recipe)
+        source, adapter = data_source(recipe), adapters[data_stream(recipe)]
         self.batch_size, self.num_workers = recipe.data.batch_size, recipe.data.num_workers
         self.seed = recipe.seed
-        self.train = paired(recipe, adapter.dataset(source, "train"), "train")
-        self.heldout = paired(recipe, adapter.dataset(source, "heldout"), "heldout")
+        self.train = paired(recipe, adapters, adapter.dataset(source, "train"), "train")
+        self.heldout = paired(recipe, adapters, adapter.dataset(source, "heldout"), "heldout")
         if len(self.train) < self.batch_size:
             raise ValueError(
                 f"data.batch_size {self.batch_size} is larger than the train split ({len(self.train)} items)"

@@ -10,19 +10,17 @@ from typing import Any
 import torch
 from rich.progress import Progress
 
+from mmdit.contract import DiscreteAdapter, ModalityAdapter
 from mmdit.training.data import data_source
 from mmdit.training.module import DiffusionModule
-from mmdit.training.unified import UnifiedModule
-from modalities.base import ModalityAdapter
-from modalities.text import TextAdapter
 
 BATCH = 500  # samples generated per model batch (x2 with guidance)
 
 
-def understanding(module: UnifiedModule, heldout, key: str, show_progress: bool) -> dict[str, float]:
+def understanding(module: DiffusionModule, heldout, key: str, show_progress: bool) -> dict[str, float]:
     """{"generated": share of held-out items whose greedy description names exactly their class `key`,
     "reference": the same for their real held-out captions (what a perfect describer scores)}."""
-    text: TextAdapter = module.adapters[module.text]
+    writer: DiscreteAdapter = module.adapters[module.written_stream]
     items = [heldout[i] for i in range(len(heldout))]
     truth = [item["labels"][key] for item in items]
     written = []
@@ -40,7 +38,9 @@ def understanding(module: UnifiedModule, heldout, key: str, show_progress: bool)
     captions = module.prompts_for(labels, "heldout")
 
     def named(texts: list[str]) -> float:
-        hits = [text.names_in(t, key, module.classes) == [c] for t, c in zip(texts, truth, strict=True)]
+        hits = [
+            writer.named_classes(t, key, module.classes) == [c] for t, c in zip(texts, truth, strict=True)
+        ]
         return sum(hits) / len(hits)
 
     return {"generated": named(written), "reference": named(captions)}
@@ -64,11 +64,11 @@ def evaluate(
     train, heldout = adapter.dataset(source, "train"), adapter.dataset(source, "heldout")
     n = len(heldout)
     items = [heldout[i] for i in range(n)]
-    unified = isinstance(module, UnifiedModule)
+    prompted = module.prompt_stream is not None
     keys = module.preview_label_keys()
     wanted = {k: torch.tensor([item["labels"][k] for item in items]) for k in keys}
     sizes = {k: torch.tensor([item["numbers"][k] for item in items]) for k in items[0].get("numbers", {})}
-    prompts = module.prompts_for(wanted, "heldout") if unified else None
+    prompts = module.prompts_for(wanted, "heldout") if prompted else None
     start = time.perf_counter()
     chunks = []
     with Progress(disable=not show_progress, transient=True) as progress:
@@ -78,7 +78,7 @@ def evaluate(
             labels = {k: v[begin:end] for k, v in wanted.items()}
             numbers = {k: v[begin:end] for k, v in sizes.items()}
             options = dict(steps=steps, method=method, cfg=cfg, seed=begin)
-            if unified:
+            if prompted:
                 options["prompts"] = prompts[begin:end]
             media = module.generate(end - begin, labels, numbers, **options)
             chunks.append(media[module.stream].cpu())
@@ -86,7 +86,7 @@ def evaluate(
     generated = torch.cat(chunks)
     seconds = time.perf_counter() - start
     report = adapter.evaluate(generated, wanted, train, heldout)
-    if unified:
+    if module.describes:
         for row, value in understanding(module, heldout, keys[0], show_progress).items():
             report[row]["understanding_accuracy"] = value
     settings = module.recipe.sample

@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from mmdit.recipe import to_yaml
+from mmdit.training.build import load_module
 from mmdit.training.module import DiffusionModule
 
 
@@ -27,5 +28,5 @@ def export_weights(module: DiffusionModule, path: str | Path) -> Path:
 def export_checkpoint(checkpoint: str | Path, path: str | Path) -> Path:
     """A Lightning `.ckpt` -> `.safetensors`. The checkpoint's state dict holds the EMA weights when EMA was
     on (EMAWeightAveraging stores the training weights aside, under `current_model_state`)."""
-    module = DiffusionModule.from_weights(checkpoint)
+    module = load_module(checkpoint)
     return export_weights(module.to(torch.float32), path)

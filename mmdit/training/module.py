@@ -1,103 +1,76 @@
-"""The LightningModule: adapters + MMDiT + rectified flow (or Gaussian diffusion). Lightning owns the loop,
-precision, devices, strategy, clipping, accumulation, EMA and checkpoints; this class only says what one step
-computes."""
+"""The LightningModule: adapters + MMDiT + an objective, over the recipe's tasks. Lightning owns the loop,
+precision, devices, strategy, clipping, accumulation, EMA and checkpoints; this class says what one step
+computes (`task_losses`) and how the trained model generates (`generate`) and describes (`describe`).
+
+Every recipe is a set of tasks (`mmdit.training.tasks`): a plain recipe the one task {data stream:
+generate}, a unified recipe several. In a step, a drawn task's generated media streams are noised by the
+objective (each at its own time), its clean streams sit at model time 0 (UniDiffuser: a stream's own time
+says whether it is noise or input), and its generated discrete streams are predicted id by id
+(cross-entropy). The loss is the discrete losses + `objective.diffusion_weight` · the diffusion losses
+(Transfusion). The adapters are given by the run builder (`mmdit.training.build`): the module never
+imports a modality.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import json
-import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from functools import partial
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.plugins.precision import MixedPrecision, Precision
-from lightning.pytorch.utilities import GradClipAlgorithmType
+import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
-from safetensors import safe_open
-from safetensors.torch import load_file
-from torch import Tensor, nn
+from torch import Tensor
 
+from mmdit.contract import DiscreteAdapter, ModalityAdapter, Tokens
 from mmdit.model.backbone import MMDiT
+from mmdit.model.masks import role_structure
 from mmdit.model.packing import pack, padding_share, unpack
-from mmdit.model.presets import preset
-from mmdit.model.tokens import Tokens, masked_mean
-from mmdit.objectives.gaussian import GaussianDiffusion
+from mmdit.model.presets import model_arguments
+from mmdit.objectives.build import build_objective
 from mmdit.objectives.guidance import guided_prediction, null_labels
-from mmdit.objectives.objective import build_objective, check_sampler
-from mmdit.objectives.samplers import sampler
-from mmdit.recipe import from_yaml
 from mmdit.training.data import data_stream
+from mmdit.training.optim import clip_without_scaler, optimizer_and_schedule
 from mmdit.training.step_noise import StepNoise, step_generator
-from modalities import build_adapter
+from mmdit.training.tasks import Task, pick_task, recipe_tasks, task_generating
 
 AUTOCAST_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 """Lightning's mixed precisions -> the autocast dtype they train the network in."""
 
-
-def model_sizes(model: DictConfig) -> dict[str, Any]:
-    """A recipe's `model` section -> MMDiT keyword arguments (preset first, explicit keys override)."""
-    sizes = preset(model.preset) if model.preset else {}
-    sizes.pop("patch_size", None)  # belongs to the image stream's options
-    sizes.update({k: v for k, v in model.items() if k != "preset" and v is not None})
-    for key in ("width", "heads"):
-        if key not in sizes:
-            raise KeyError(f"model.{key} is not set (give it, or a model.preset)")
-    return sizes
+DIFFUSION = "diffusion"
+"""The loss part of the media streams; a discrete stream's part is named after the stream."""
 
 
-def learning_rate_factor(step: int, warmup: int, decay: str, total: int) -> float:
-    """Multiplier of the base learning rate at optimizer step `step`: linear warm-up over `warmup` steps, then
-    constant, or a cosine decay that reaches 0 at step `total`."""
-    if step < warmup:
-        return (step + 1) / warmup
-    if decay == "constant":
-        return 1.0
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / (total - warmup))))
-
-
-FUSED_ADAMW_DEVICES = ("cpu", "cuda", "mps", "xpu")
-"""Device types with torch's single-kernel (`fused=True`) AdamW."""
-
-
-def optimizer_and_schedule(
-    parameters: Iterable[nn.Parameter], opt: DictConfig, total_steps: int, scaled_loss: bool = False
-) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
-    """A recipe's `optimizer` section -> AdamW over the trainable `parameters` and its per-step schedule
-    (linear warm-up, then constant or a cosine to zero at `total_steps`).
-
-    With `optimizer.fused` the AdamW is torch's fused one where every parameter's device has it: one kernel
-    over all tensors instead of a dozen foreach ops that each sweep all of them (docs/performance.md); the
-    same update to float32 rounding. Not under a `scaled_loss` (16-mixed's GradScaler): a fused AdamW
-    unscales the gradients inside its step, after Lightning would have clipped them."""
-    if opt.decay not in ("constant", "cosine"):
-        raise ValueError(f"optimizer.decay must be constant or cosine, got {opt.decay!r}")
-    if opt.decay == "cosine" and total_steps <= opt.warmup_steps:
-        raise ValueError("optimizer.decay=cosine needs trainer.max_steps larger than optimizer.warmup_steps")
-    trainable = [p for p in parameters if p.requires_grad]
-    fused = opt.fused and not scaled_loss and all(p.device.type in FUSED_ADAMW_DEVICES for p in trainable)
-    optimizer = torch.optim.AdamW(
-        trainable, lr=opt.lr, betas=tuple(opt.betas), weight_decay=opt.weight_decay, fused=fused or None
-    )
-    factor = partial(learning_rate_factor, warmup=opt.warmup_steps, decay=opt.decay, total=total_steps)
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+def next_id_loss(logits: Tensor, ids: Tensor, mask: Tensor) -> Tensor:
+    """Next-id cross-entropy: logits [B, N, V] at position i predict ids [B, N] at i + 1, over real
+    targets (mask [B, N])."""
+    targets = ids[:, 1:].masked_fill(~mask[:, 1:], -100)
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
 
 
 class DiffusionModule(L.LightningModule):
     """recipe: a checked recipe (DictConfig or its plain-dict form); classes: {label: [class names]} of the
-    training data, which size the label tables and let users ask for classes by name."""
+    training data, which size the label tables and let users ask for classes by name; adapters: {stream:
+    adapter} for the recipe's streams, in its order (`mmdit.training.build.build_adapters`)."""
 
-    def __init__(self, recipe: DictConfig | dict, classes: Mapping[str, list[str]]):
+    def __init__(
+        self,
+        recipe: DictConfig | dict,
+        classes: Mapping[str, list[str]],
+        adapters: Mapping[str, ModalityAdapter],
+    ):
         super().__init__()
         recipe = OmegaConf.create(recipe) if not isinstance(recipe, DictConfig) else recipe
         self.save_hyperparameters({"recipe": OmegaConf.to_container(recipe), "classes": dict(classes)})
-        self.recipe, self.classes = recipe, dict(classes)
-        self.adapters = {name: build_adapter(s.modality, **s.options) for name, s in recipe.streams.items()}
+        self.recipe, self.classes, self.adapters = recipe, dict(classes), dict(adapters)
+        if list(self.adapters) != list(recipe.streams):
+            raise KeyError(
+                f"adapters for {list(self.adapters)}; the recipe's streams are {list(recipe.streams)}"
+            )
         self.stream = data_stream(recipe)
+        self.tasks = recipe_tasks(recipe, list(self.adapters), self.stream)
         missing = [k for k in recipe.conditioning.labels if k not in classes]
         if missing:
             raise KeyError(
@@ -110,16 +83,37 @@ class DiffusionModule(L.LightningModule):
                 + ": set data.packing=false"
             )
         self.objective = build_objective(recipe.objective)
-        check_sampler(recipe.objective.type, recipe.sample.sampler)  # fails now, not at the first preview
+        self.objective.check_sampler(recipe.sample.sampler)  # fails now, not at the first preview
         specs = [adapter.stream(name) for name, adapter in self.adapters.items()]
-        if getattr(self.objective, "learn_sigma", False):
-            specs = [replace(s, out_features=2 * s.features) for s in specs]
+        specs = [
+            s if s.vocab else replace(s, out_features=self.objective.output_features(s.features))
+            for s in specs
+        ]
+        self.discrete = [s.name for s in specs if s.vocab]
+        for name in self.discrete:
+            if not isinstance(self.adapters[name], DiscreteAdapter):
+                raise TypeError(f"stream {name!r} has a vocabulary, so its adapter must be a DiscreteAdapter")
         self.model = MMDiT(
             specs,
             labels={k: len(classes[k]) for k in recipe.conditioning.labels},
             numbers=list(recipe.conditioning.numbers),
-            **model_sizes(recipe.model),
+            **model_arguments(recipe.model),
         )
+
+    @property
+    def prompt_stream(self) -> str | None:
+        """The discrete stream that conditions generation in some task (a caption), if any."""
+        return next((s for s in self.discrete for t in self.tasks if t.roles.get(s) == "condition"), None)
+
+    @property
+    def written_stream(self) -> str | None:
+        """The discrete stream that some task generates (a description of media), if any."""
+        return next((s for s in self.discrete for t in self.tasks if t.roles.get(s) == "generate"), None)
+
+    @property
+    def describes(self) -> bool:
+        """Whether the model can write about media (`describe`)."""
+        return self.written_stream is not None
 
     # training ------------------------------------------------------------------------------------------
 
@@ -140,7 +134,7 @@ class DiffusionModule(L.LightningModule):
 
     def _labels(self, batch: Mapping[str, Any], drop: float, draws: StepNoise) -> dict[str, Tensor]:
         """The conditioning labels of a batch; with probability `drop` an item's labels become the null
-        class (all keys together, so the model also learns the fully unconditional velocity)."""
+        class (all keys together, so the model also learns the fully unconditional prediction)."""
         labels = {k: batch["labels"][k] for k in self.recipe.conditioning.labels}
         if drop <= 0 or not labels:
             return labels
@@ -148,6 +142,14 @@ class DiffusionModule(L.LightningModule):
         dropped = draws.uniform(len(first)).to(first.device) < drop
         nulls = null_labels(self.model, labels)
         return {k: torch.where(dropped, nulls[k], v) for k, v in labels.items()}
+
+    def _drop_prompt(self, stream: str, tokens: Tokens, drop: float, draws: StepNoise) -> Tokens:
+        """With probability `drop` an item's prompt becomes the empty value: the unconditional input that
+        guidance samples against."""
+        adapter: DiscreteAdapter = self.adapters[stream]
+        dropped = draws.uniform(tokens.batch_size).to(tokens.x.device) < drop
+        empty = adapter.empty(tokens.batch_size).to(tokens.x.device)
+        return adapter.encode(torch.where(dropped[:, None], empty, tokens.x))
 
     def requested_numbers(self, n: int, numbers: Mapping[str, Tensor] | None) -> dict[str, Tensor]:
         """A request's numbers ({name: [n]}) with the names it leaves out taken from the data adapter's
@@ -164,87 +166,110 @@ class DiffusionModule(L.LightningModule):
             )
         return {k: numbers[k].float().to(self.device) for k in self.recipe.conditioning.numbers}
 
-    def data_tokens(self, batch: Mapping[str, Any], numbers: Mapping[str, Tensor]) -> Tokens:
-        """The data stream's tokens of a batch: the encoding `mmdit prepare` cached when the batch carries
-        it (`data.cache: true`), else the adapter's encoding of the batch's media."""
+    def batch_tokens(self, batch: Mapping[str, Any], task: Task) -> dict[str, Tokens]:
+        """The tokens of the task's streams in a batch: the encoding `mmdit prepare` cached when the batch
+        carries it (`data.cache: true`, one stream), else each adapter's encoding of the batch's media
+        (`batch["media"]` is the data stream's media, or {stream: media} in a recipe of several streams)."""
         if "tokens" in batch:
-            return Tokens(**batch["tokens"])
-        return self.adapters[self.stream].encode(batch["media"], numbers)
+            return {self.stream: Tokens(**batch["tokens"])}
+        numbers = batch.get("numbers", {})
+        media = batch["media"] if isinstance(batch["media"], Mapping) else {self.stream: batch["media"]}
+        return {s: self.adapters[s].encode(media[s], numbers) for s in task.roles}
 
-    def diffusion_loss(
-        self, batch: Mapping[str, Any], drop: float, generator: torch.Generator | None = None
+    def task_losses(
+        self, batch: Mapping[str, Any], task: Task, drop: float, generator: torch.Generator | None = None
     ) -> dict[str, Tensor]:
-        """{stream: loss} for one batch: noise every stream to a shared time, predict the velocity (flow) or
-        the ε / v / x0 target plus the variational bound of a learned variance (Gaussian). Noise, times and
-        label dropout come from `step_noise(generator)`.
+        """{part: loss} for one batch trained as `task`: "diffusion" (the objective's loss, summed over the
+        generated media streams) and one cross-entropy per generated discrete stream. Noise, times, label
+        and prompt dropout come from `step_noise(generator)`.
 
         Each loss is a mean over this batch's real tokens. Under DDP, Lightning averages the ranks'
         gradients, i.e. of the per-rank means: that is the mean over the global batch exactly when every
         rank holds as many real tokens (always for items without padding), and a mean of per-rank means
         otherwise, as with any DDP loss."""
         draws = self.step_noise(generator)
-        numbers = batch.get("numbers", {})
-        tokens = {self.stream: self.data_tokens(batch, numbers)}
-        batch_size = tokens[self.stream].batch_size
-        noise = {s: draws.normal(tok.x.shape).to(tok.x) for s, tok in tokens.items()}
-        conditions = dict(labels=self._labels(batch, drop, draws), numbers=self.conditioning_numbers(numbers))
-        if isinstance(self.objective, GaussianDiffusion):
-            k = draws(lambda n, g: self.objective.sample_steps(n, generator=g), batch_size)
-            noised = {s: self.objective.q_sample(tok.x, noise[s], k) for s, tok in tokens.items()}
-            inputs = {s: tok.with_x(noised[s]) for s, tok in tokens.items()}
-            out = self._predict(inputs, self.objective.model_time(k), conditions)
-            return {
-                s: sum(
-                    masked_mean(term, tok.mask)
-                    for term in self.objective.losses(out[s], tok.x, noised[s], noise[s], k).values()
-                )
-                for s, tok in tokens.items()
-            }
-        flow = self.objective
-        t = draws(lambda n, g: flow.sample_time(n, generator=g), batch_size)
-        noised = {s: tok.with_x(flow.add_noise(tok.x, noise[s], t)) for s, tok in tokens.items()}
-        predictions = self._predict(noised, t, conditions)
-        return {
-            s: flow.loss(
-                flow.velocity(predictions[s], noised[s].x, t), flow.target(tok.x, noise[s]), tok.mask
-            )
-            for s, tok in tokens.items()
+        tokens = self.batch_tokens(batch, task)
+        media = [s for s in task.streams("generate") if s not in self.discrete]
+        noise = {s: draws.normal(tokens[s].x.shape).to(tokens[s].x) for s in media}
+        labels = self._labels(batch, drop, draws)
+        if drop > 0:
+            for s in task.roles:
+                if s in self.discrete and task.roles[s] != "generate":
+                    tokens[s] = self._drop_prompt(s, tokens[s], drop, draws)
+        batch_size = next(iter(tokens.values())).batch_size
+        samples = {
+            s: self.objective.noise(tokens[s].x, noise[s], draws(self.objective.draw_time, batch_size))
+            for s in media
         }
+        inputs = {s: tokens[s].with_x(samples[s].x_t) if s in samples else tokens[s] for s in tokens}
+        zeros = torch.zeros(batch_size, device=self.device)
+        times = {s: samples[s].model_time.to(self.device) if s in samples else zeros for s in tokens}
+        conditions = dict(labels=labels, numbers=self.conditioning_numbers(batch.get("numbers", {})))
+        out = self._predict(inputs, times, conditions, task)
+        losses: dict[str, Tensor] = {}
+        for s in media:
+            loss = self.objective.loss(out[s], samples[s], tokens[s].mask)
+            losses[DIFFUSION] = losses[DIFFUSION] + loss if DIFFUSION in losses else loss
+        for s in task.streams("generate"):
+            if s in self.discrete:
+                losses[s] = next_id_loss(out[s], tokens[s].x, tokens[s].mask)
+        return losses
 
     def _predict(
-        self, noised: Mapping[str, Tokens], t: Tensor, conditions: Mapping[str, Any]
+        self,
+        inputs: Mapping[str, Tokens],
+        times: Mapping[str, Tensor],
+        conditions: Mapping[str, Any],
+        task: Task,
     ) -> dict[str, Tensor]:
-        """The model's outputs {stream: [B, N, F_out]} on noised tokens. With `data.packing` the (one)
-        stream's items are packed into rows of the padded length, so the model runs on fewer rows, and
-        its output is unpacked to the padded layout (zeros on padding, which the loss's mask ignores).
-        Training logs the padding share of both layouts."""
+        """The model's outputs {stream: [B, N, F_out]}. Several streams attend by their roles' structure
+        (`mmdit.model.masks`). With `data.packing` the (one) stream's items are packed into rows of the
+        padded length, so the model runs on fewer rows, and its output is unpacked to the padded layout
+        (zeros on padding, which the loss's mask ignores); training logs the padding share of both."""
+        if len(inputs) > 1:
+            return self.model(inputs, times, **conditions, structure=role_structure(inputs, task.roles))
         if not self.recipe.data.packing:
-            return self.model(noised, t, **conditions)
-        tokens = noised[self.stream]
+            return self.model(inputs, times, **conditions)
+        tokens = inputs[self.stream]
         packed = pack(tokens, capacity=tokens.length)
         if self.training and self._trainer is not None:
             self.log("train/padding_share", padding_share(tokens.mask))
             self.log("train/packed_padding_share", padding_share(packed.tokens.mask))
-        out = self.model({self.stream: packed.tokens}, t, **conditions, items=packed.items)
+        out = self.model({self.stream: packed.tokens}, times[self.stream], **conditions, items=packed.items)
         return {self.stream: unpack(out[self.stream], packed, tokens)}
 
+    def total(self, losses: Mapping[str, Tensor]) -> Tensor:
+        """The discrete losses + `objective.diffusion_weight` · the diffusion loss."""
+        weight = self.recipe.objective.diffusion_weight
+        return sum(weight * v if part == DIFFUSION else v for part, v in losses.items())
+
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
-        losses = self.diffusion_loss(batch, self.recipe.conditioning.dropout)
-        loss = sum(losses.values())
+        task = pick_task(self.tasks, self.recipe.seed, self.global_step)
+        losses = self.task_losses(batch, task, self.recipe.conditioning.dropout)
+        loss = self.total(losses)
         if not torch.isfinite(loss):
-            detail = ", ".join(f"{s}={v.item():.4g}" for s, v in losses.items())
+            detail = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
             raise FloatingPointError(
-                f"loss is not finite at step {self.global_step} ({detail}); lower optimizer.lr, set "
-                "trainer.gradient_clip_val, or check the data for NaN values"
+                f"loss is not finite at step {self.global_step} (task {task.name}: {detail}); lower "
+                "optimizer.lr, set trainer.gradient_clip_val, or check the data for NaN values"
             )
+        if len(losses) > 1:
+            for part, value in losses.items():
+                self.log(f"train/{part}", value)
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         # Fixed noise and times per batch, so validation losses are comparable across the run.
         generator = torch.Generator().manual_seed(batch_idx)
-        losses = self.diffusion_loss(batch, drop=0.0, generator=generator)
-        self.log("val/loss", sum(losses.values()), prog_bar=True, sync_dist=True)
+        parts: dict[str, Tensor] = {}
+        for task in self.tasks:
+            for part, value in self.task_losses(batch, task, 0.0, generator).items():
+                parts[part] = parts[part] + value if part in parts else value
+        if len(parts) > 1:
+            for part, value in parts.items():
+                self.log(f"val/{part}", value, sync_dist=True)
+        self.log("val/loss", self.total(parts), prog_bar=True, sync_dist=True)
 
     def configure_optimizers(self):
         scaled = getattr(self.trainer.precision_plugin, "scaler", None) is not None
@@ -254,24 +279,17 @@ class DiffusionModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def configure_gradient_clipping(
-        self, optimizer: torch.optim.Optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
+        self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
     ) -> None:
-        """Lightning's mixed-precision plugin refuses to clip for any optimizer that can unscale in its step
-        (the fused AdamW), bf16-mixed included; without a scaler there is nothing to unscale, so the
-        gradients are clipped as in 32-bit training."""
-        plugin = self.trainer.precision_plugin
-        if isinstance(plugin, MixedPrecision) and plugin.scaler is None:
-            value = self.trainer.gradient_clip_val if gradient_clip_val is None else gradient_clip_val
-            algorithm = gradient_clip_algorithm or self.trainer.gradient_clip_algorithm or "norm"
-            Precision.clip_gradients(plugin, optimizer, value or 0.0, GradClipAlgorithmType(algorithm))
-            return
-        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        if not clip_without_scaler(self.trainer, optimizer, gradient_clip_val, gradient_clip_algorithm):
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     # sampling ------------------------------------------------------------------------------------------
 
     def preview_label_keys(self) -> list[str]:
-        """The label keys preview grids ask for, one class per column."""
-        return list(self.model.label_embedders)
+        """The label keys preview grids ask for, one class per column: every label of the data when
+        generation is prompted (through captions), else the model's label tables."""
+        return list(self.classes) if self.prompt_stream else list(self.model.label_embedders)
 
     def class_index(self, key: str, value: str | int) -> int:
         """A class given by name ("7", "cat") or index -> its index; unknown ones list the valid names."""
@@ -283,62 +301,15 @@ class DiffusionModule(L.LightningModule):
                 return int(value)
         raise KeyError(f"label {key!r} has no class {value!r}; classes: {names}")
 
-    @torch.no_grad()
-    def generate(
-        self,
-        n: int,
-        labels: Mapping[str, Tensor] | None = None,
-        numbers: Mapping[str, Tensor] | None = None,
-        *,
-        steps: int | None = None,
-        method: str | None = None,
-        cfg: float | None = None,
-        seed: int = 0,
-        progress: Callable = iter,
-    ) -> dict[str, Tensor]:
-        """Sample n items per stream: {stream: media [n, ...]} as the adapters decode them.
-
-        labels: {key: [n] class indices}; omitted keys are sampled unconditionally (null class).
-        numbers: {name: [n] float} (e.g. seconds); omitted names take the data adapter's `default_numbers`.
-        They reach every adapter's `layout` (which masks tokens past each item's extent) and the model.
-        steps / method / cfg default to the recipe's `sample` section; other sizes are the adapters'
-        defaults."""
-        settings = self.recipe.sample
-        steps, method = steps or settings.steps, method or settings.sampler
-        cfg = settings.cfg if cfg is None else cfg
-        was_training = self.training
-        self.eval()
-        numbers = self.requested_numbers(n, numbers)
-        layouts = {s: a.layout(n, numbers).to(self.device) for s, a in self.adapters.items()}
-        full = {
-            k: torch.full((n,), self.model.label_embedders[k].null_index) for k in self.model.label_embedders
-        }
-        full.update(labels or {})
-        full = {k: v.to(self.device) for k, v in full.items()}
-        check_sampler(self.recipe.objective.type, method)
-        generator = torch.Generator().manual_seed(seed)
-        noise = {s: torch.randn(tok.x.shape, generator=generator).to(tok.x) for s, tok in layouts.items()}
-        predict = guided_prediction(
-            self.model,
-            layouts,
-            full,
-            scale=cfg,
-            numbers=self.conditioning_numbers(numbers),
-            guided_features=self._guided_features(),
-        )
-        if isinstance(self.objective, GaussianDiffusion):
-            with self.precision_autocast():
-                x = self.objective.respace(steps).sample(predict, noise, method, progress, generator)
-        else:
-            flow = self.objective
-
-            def velocity(x: dict[str, Tensor], t: Tensor) -> dict[str, Tensor]:
-                return {s: flow.velocity(out, x[s], t) for s, out in predict(x, t).items()}
-
-            with self.precision_autocast():
-                x = sampler(method)(velocity, noise, flow.schedule(steps, self.device), progress)
-        self.train(was_training)
-        return {s: self.adapters[s].decode(tok.with_x(x[s])) for s, tok in layouts.items()}
+    def prompts_for(self, labels: Mapping[str, Tensor], split: str = "train") -> list[str]:
+        """A caption per item of `labels` ([n] per key) in the prompt stream's phrasings of `split` (phrasing
+        i mod count), so label-driven callers (preview grids, eval) draw from prompts."""
+        adapter: DiscreteAdapter = self.adapters[self.prompt_stream]
+        n = len(next(iter(labels.values())))
+        return [
+            adapter.caption({k: int(v[i]) for k, v in labels.items()}, self.classes, split, i)
+            for i in range(n)
+        ]
 
     def precision_autocast(self) -> contextlib.AbstractContextManager:
         """Autocast on this module's device in the precision the recipe trains in (`trainer.precision`
@@ -348,15 +319,17 @@ class DiffusionModule(L.LightningModule):
         dtype = AUTOCAST_DTYPES.get(str(self.recipe.trainer.get("precision", "32-true")))
         return torch.autocast(self.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
 
-    def _guided_features(self) -> dict[str, Tensor]:
+    def _guided_features(self, streams: Sequence[str]) -> dict[str, Tensor]:
         """{stream: [F_out] bool}: the output features classifier-free guidance mixes. A learned variance is
         never guided; `sample.guided_channels: C` guides only the first C channels of each patch (features
-        are laid out channel-fastest), as DiT's released sampling guided 3 of its 4 latent channels."""
+        are laid out channel-fastest, `ModalityAdapter.channels`), as DiT's released sampling guided 3 of
+        its 4 latent channels."""
         guided, channels = {}, self.recipe.sample.guided_channels
-        for name, spec in self.model.specs.items():
+        for name in streams:
+            spec = self.model.specs[name]
             mask = torch.arange(spec.out_features or spec.features) < spec.features
             if channels is not None:
-                per_patch = getattr(self.adapters[name], "channels", None)
+                per_patch = self.adapters[name].channels
                 if per_patch is None:
                     raise ValueError(
                         f"sample.guided_channels needs a stream with channels; {name!r} has none"
@@ -365,43 +338,160 @@ class DiffusionModule(L.LightningModule):
             guided[name] = mask
         return guided
 
-    # weights -------------------------------------------------------------------------------------------
+    def _generation_tasks(self) -> dict[str, list[str]]:
+        """{task name: the media streams it generates}: the first task generating each media stream."""
+        chosen: dict[str, list[str]] = {}
+        for stream in self.adapters:
+            if stream not in self.discrete and any(t.roles.get(stream) == "generate" for t in self.tasks):
+                chosen.setdefault(task_generating(self.tasks, stream).name, []).append(stream)
+        return chosen
 
-    @classmethod
-    def from_weights(cls, path: str | Path, map_location: str = "cpu") -> DiffusionModule:
-        """Load an exported `.safetensors` (recipe and classes in its metadata) or a Lightning `.ckpt`
-        (whose state holds the EMA weights when EMA was on)."""
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"weights file {path} does not exist")
-        if path.suffix == ".ckpt":
-            # Read once: the hyperparameters say which module class the recipe trains, the state its weights.
-            checkpoint = torch.load(path, map_location=map_location, weights_only=False)
-            hparams = checkpoint["hyper_parameters"]
-            module = module_class(hparams["recipe"])(hparams["recipe"], hparams["classes"])
-            module.load_state_dict(checkpoint["state_dict"])
-            return module
-        if path.suffix != ".safetensors":
-            raise ValueError(f"{path}: expected a .safetensors export or a Lightning .ckpt")
-        with safe_open(path, "pt") as f:
-            meta = f.metadata() or {}
-        if "backbone" in meta and "recipe" not in meta:
-            raise ValueError(
-                f"{path} is a converted backbone without a recipe (SD3 needs text-encoder streams mmdit does "
-                "not ship); load it with mmdit.convert.load_backbone"
+    @torch.no_grad()
+    def generate(
+        self,
+        n: int,
+        labels: Mapping[str, Tensor] | None = None,
+        numbers: Mapping[str, Tensor] | None = None,
+        *,
+        prompts: Sequence[str] | None = None,
+        given: Mapping[str, Tensor] | None = None,
+        steps: int | None = None,
+        method: str | None = None,
+        cfg: float | None = None,
+        seed: int = 0,
+        progress: Callable = iter,
+    ) -> dict[str, Tensor]:
+        """Sample n items of every media stream a task generates: {stream: media [n, ...]} as the adapters
+        decode them.
+
+        labels: {key: [n] class indices}; omitted keys are the null class. In a prompted model (a discrete
+        condition stream) they are captioned when no `prompts` (n strings) are given.
+        numbers: {name: [n] float} (e.g. seconds); omitted names take the data adapter's `default_numbers`.
+        They reach every adapter's `layout` (which masks tokens past each item's extent) and the model.
+        given: {stream: media [n, ...]} for the clean media conditions of a task (another medium).
+        steps / method / cfg default to the recipe's `sample` section."""
+        settings = self.recipe.sample
+        steps, method = steps or settings.steps, method or settings.sampler
+        cfg = settings.cfg if cfg is None else cfg
+        self.objective.check_sampler(method)
+        if self.prompt_stream is not None and prompts is None:
+            if not labels:
+                raise ValueError("give prompts, or labels to caption")
+            prompts = self.prompts_for(labels)
+        if prompts is not None and len(prompts) != n:
+            raise ValueError(f"{len(prompts)} prompts for {n} samples")
+        was_training = self.training
+        self.eval()
+        numbers = self.requested_numbers(n, numbers)
+        full = {k: torch.full((n,), e.null_index) for k, e in self.model.label_embedders.items()}
+        full.update({k: v for k, v in (labels or {}).items() if k in full})
+        full = {k: v.to(self.device) for k, v in full.items()}
+        model_numbers = self.conditioning_numbers(numbers)
+        media = {}
+        for name, streams in self._generation_tasks().items():
+            task = next(t for t in self.tasks if t.name == name)
+            conditions, unconditional = self._conditions(task, n, prompts, given, numbers)
+            layouts = {s: self.adapters[s].layout(n, numbers).to(self.device) for s in streams}
+            generator = torch.Generator().manual_seed(seed)
+            noise = {s: torch.randn(tok.x.shape, generator=generator).to(tok.x) for s, tok in layouts.items()}
+            predict = guided_prediction(
+                self.model,
+                layouts,
+                full,
+                scale=cfg,
+                numbers=model_numbers,
+                guided_features=self._guided_features(streams),
+                conditions=conditions,
+                unconditional=unconditional,
+                roles=task.roles if conditions else None,
             )
-        if "recipe" not in meta or "classes" not in meta:
-            raise ValueError(f"{path}: no mmdit recipe in its metadata; was it written by `mmdit export`?")
-        recipe = from_yaml(meta["recipe"])
-        module = module_class(recipe)(recipe, json.loads(meta["classes"]))
-        module.model.load_state_dict(load_file(path, device=map_location))
-        return module
+            with self.precision_autocast():
+                x = self.objective.sample(predict, noise, steps, method, progress, generator)
+            media.update({s: self.adapters[s].decode(tok.with_x(x[s])) for s, tok in layouts.items()})
+        self.train(was_training)
+        return media
 
+    def _conditions(
+        self,
+        task: Task,
+        n: int,
+        prompts: Sequence[str] | None,
+        given: Mapping[str, Tensor] | None,
+        numbers: Mapping[str, Tensor],
+    ) -> tuple[dict[str, Tokens], dict[str, Tokens]]:
+        """The clean streams of a generating task ({stream: Tokens}) and what replaces them in guidance's
+        unconditional branch (the empty prompt)."""
+        conditions, unconditional = {}, {}
+        for s, role in task.roles.items():
+            if role == "generate":
+                continue
+            adapter = self.adapters[s]
+            if s in self.discrete:
+                ids = torch.stack([adapter.to_ids(p) for p in prompts])
+                conditions[s] = adapter.encode(ids.to(self.device))
+                unconditional[s] = adapter.encode(adapter.empty(n).to(self.device))
+            elif given and s in given:
+                conditions[s] = adapter.encode(given[s].to(self.device), numbers)
+            else:
+                raise ValueError(
+                    f"task {task.name!r} generates from stream {s!r}: give its media (given={{{s!r}: ...}})"
+                )
+        return conditions, unconditional
 
-def module_class(recipe: DictConfig | Mapping[str, Any]) -> type[DiffusionModule]:
-    """The LightningModule a recipe trains: a unified one when it lists tasks."""
-    if recipe.get("tasks"):
-        from mmdit.training.unified import UnifiedModule
-
-        return UnifiedModule
-    return DiffusionModule
+    @torch.no_grad()
+    def describe(
+        self,
+        media: Tensor,
+        stream: str | None = None,
+        temperature: float = 0.0,
+        seed: int = 0,
+        numbers: Mapping[str, Tensor] | None = None,
+    ) -> list[str]:
+        """Values of the generated discrete stream about clean media [n, ...] of `stream` (default: the one
+        the describing task reads), written id by id: greedy at temperature 0, else sampled from
+        softmax(logits / temperature). numbers: {name: [n]} of the media (e.g. seconds), default the data
+        adapter's."""
+        if not self.describes:
+            raise ValueError("no task of this recipe generates a discrete stream: the model cannot describe")
+        written = self.written_stream
+        task = task_generating(self.tasks, written)
+        stream = stream or next(s for s in task.roles if s != written)
+        adapter: DiscreteAdapter = self.adapters[written]
+        was_training = self.training
+        self.eval()
+        n = len(media)
+        numbers = {k: v.to(self.device) for k, v in self.requested_numbers(n, numbers).items()}
+        clean = self.adapters[stream].encode(media.to(self.device), numbers)
+        start = adapter.layout(n).x.to(self.device)
+        ids = start.clone()
+        finished = torch.zeros(n, dtype=torch.bool, device=self.device)
+        generator = torch.Generator().manual_seed(seed)
+        zeros = torch.zeros(n, device=self.device)
+        labels = {
+            k: torch.full((n,), e.null_index, device=self.device)
+            for k, e in self.model.label_embedders.items()
+        }
+        model_numbers = self.conditioning_numbers(numbers)
+        order = [s for s in self.model.specs if s in (stream, written)]
+        for i in range(adapter.max_length - 1):
+            given = {stream: clean, written: adapter.encode(ids)}
+            streams = {s: given[s] for s in order}
+            logits = self.model(
+                streams,
+                dict.fromkeys(order, zeros),
+                labels,
+                numbers=model_numbers,
+                structure=role_structure(streams, task.roles),
+            )[written][:, i].float()
+            logits[:, list(adapter.never_written)] = -torch.inf
+            if temperature > 0:
+                probabilities = torch.softmax(logits / temperature, dim=-1).cpu()
+                chosen = torch.multinomial(probabilities, 1, generator=generator)[:, 0].to(self.device)
+            else:
+                chosen = logits.argmax(dim=-1)
+            ids[:, i + 1] = torch.where(finished, start[:, i + 1], chosen)
+            finished |= chosen == adapter.end_id
+            if finished.all():
+                break
+        self.train(was_training)
+        return [adapter.from_ids(row) for row in ids]

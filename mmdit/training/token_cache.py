@@ -35,9 +35,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from mmdit.cache import cache_dir, cache_key
+from mmdit.contract import ModalityAdapter
 from mmdit.model.tokens import Tokens
-from mmdit.training.data import MediaDataModule, data_adapter, data_source, data_stream
-from modalities.base import ModalityAdapter
+from mmdit.training.data import MediaDataModule, data_source, data_stream
 
 FORMAT_VERSION = 1  # bump when what a shard holds changes, so old caches are misses
 SHARD_BYTES = 256 * 2**20
@@ -170,11 +170,11 @@ class CachedTokens(Dataset):
         return item
 
 
-def prepare_tokens(recipe: DictConfig) -> dict[str, Path]:
+def prepare_tokens(recipe: DictConfig, adapters: Mapping[str, ModalityAdapter]) -> dict[str, Path]:
     """`mmdit prepare`: encode both splits of the recipe's data (where not cached yet); {split: folder}."""
     check_cacheable(recipe)
-    adapter = data_adapter(recipe)
-    data = MediaDataModule(recipe, adapter)
+    adapter = adapters[data_stream(recipe)]
+    data = MediaDataModule(recipe, adapters)
     return {
         split: write_tokens(recipe, adapter, d, split)
         for split, d in (("train", data.train), ("heldout", data.heldout))
@@ -211,12 +211,13 @@ def read_tokens(recipe: DictConfig, adapter: ModalityAdapter, dataset: Dataset, 
 
 class CachedDataModule(MediaDataModule):
     """The MediaDataModule of a `data.cache: true` recipe: it serves the splits' cached encodings (batches
-    `{"tokens": {"x", "pos", "mask"}, "labels": ..., "numbers": ...}`, which `DiffusionModule.diffusion_loss`
+    `{"tokens": {"x", "pos", "mask"}, "labels": ..., "numbers": ...}`, which `DiffusionModule.task_losses`
     takes instead of encoding media). The media datasets are still opened, as their lengths and classes key
     the cache and their classes size the model."""
 
-    def __init__(self, recipe: DictConfig, adapter: ModalityAdapter):
+    def __init__(self, recipe: DictConfig, adapters: Mapping[str, ModalityAdapter]):
         check_cacheable(recipe)
-        super().__init__(recipe, adapter)
+        super().__init__(recipe, adapters)
+        adapter = adapters[data_stream(recipe)]
         self.train = read_tokens(recipe, adapter, self.train, "train")
         self.heldout = read_tokens(recipe, adapter, self.heldout, "heldout")

@@ -15,13 +15,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from mmdit.model.blocks import JointBlock, SingleBlock
 from mmdit.recipe import to_yaml
+from mmdit.training.build import build
 from mmdit.training.callbacks import LossCurve, SampleGrid
-from mmdit.training.data import MediaDataModule, data_adapter
 from mmdit.training.ema import EMA
 from mmdit.training.evaluate import evaluate
 from mmdit.training.export import export_weights
-from mmdit.training.module import DiffusionModule, module_class
-from mmdit.training.token_cache import CachedDataModule
+from mmdit.training.module import DiffusionModule
 
 
 def run_directory(recipe: DictConfig) -> Path:
@@ -61,19 +60,6 @@ def trainer_arguments(recipe: DictConfig) -> dict:
             )
         arguments["strategy"] = FSDPStrategy(auto_wrap_policy={JointBlock, SingleBlock})
     return arguments
-
-
-def build_data(recipe: DictConfig) -> MediaDataModule:
-    """The recipe's train and held-out datasets, read by its data stream's adapter (adapters that encode
-    costly media, such as meshes, fill their own caches here), or with `data.cache: true` the encoded tokens
-    `mmdit prepare` cached (see mmdit.training.token_cache)."""
-    data_module = CachedDataModule if recipe.data.cache else MediaDataModule
-    return data_module(recipe, data_adapter(recipe))
-
-
-def build(recipe: DictConfig) -> tuple[MediaDataModule, DiffusionModule]:
-    datamodule = build_data(recipe)
-    return datamodule, module_class(recipe)(recipe, datamodule.classes)
 
 
 def fit(recipe: DictConfig, resume: str | None = None) -> Path:

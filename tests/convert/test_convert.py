@@ -14,13 +14,14 @@ from einops import rearrange
 from safetensors.torch import save_file
 
 from mmdit.cli import main
+from mmdit.contract import StreamSpec
 from mmdit.convert import convert_state, load_backbone
 from mmdit.convert.dit import dit_conversion
 from mmdit.convert.rules import invert
-from mmdit.model.backbone import MMDiT, StreamSpec
+from mmdit.model.backbone import MMDiT
 from mmdit.model.presets import preset
 from mmdit.model.tokens import Tokens
-from modalities.image import patchify, unpatchify
+from modalities.common.patches import patchify, unpatchify
 
 FLOAT64_TOLERANCE = 1e-9
 """Of the output's scale: float64 rounding through a few tiny blocks stays near 1e-15, so any real

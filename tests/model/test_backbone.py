@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch.testing import assert_close
 
+from mmdit.contract import StreamSpec
 from mmdit.model import presets
-from mmdit.model.backbone import MMDiT, StreamSpec
+from mmdit.model.backbone import MMDiT
 from mmdit.model.blocks import JointBlock, QKNorm, SingleBlock
 from mmdit.model.positions import rope_angles, rope_rotation, split_head_dim
 from mmdit.model.tokens import Tokens

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from mmdit.model.backbone import MMDiT, StreamSpec
+from mmdit.contract import StreamSpec
+from mmdit.model.backbone import MMDiT
 from mmdit.model.flops import forward_macs, training_flops
 from mmdit.model.presets import preset
 

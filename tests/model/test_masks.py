@@ -4,10 +4,11 @@ sees what it may (changing an allowed token changes something)."""
 import pytest
 import torch
 
-from mmdit.model.backbone import MMDiT, StreamSpec
+from mmdit.contract import StreamSpec
+from mmdit.model.backbone import MMDiT
 from mmdit.model.masks import role_structure
 from mmdit.model.tokens import Tokens
-from modalities.image import grid_positions
+from modalities.common.grids import grid_positions
 
 
 def _model() -> MMDiT:

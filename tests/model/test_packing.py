@@ -5,13 +5,15 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from mmdit.model.backbone import MMDiT, StreamSpec
+from mmdit.contract import StreamSpec
+from mmdit.model.backbone import MMDiT
 from mmdit.model.packing import pack, padding_share, unpack
 from mmdit.model.tokens import Tokens
-from mmdit.objectives.flow import RectifiedFlow
+from mmdit.objectives.flow import masked_mse
 from mmdit.recipe import load_recipe
+from mmdit.training.build import build_adapters
 from mmdit.training.module import DiffusionModule
-from modalities.image import grid_positions
+from modalities.common.grids import grid_positions
 
 SIZES = [(4, 4), (2, 3), (3, 3), (1, 2), (2, 2), (4, 2)]
 
@@ -61,8 +63,8 @@ def test_packed_and_padded_batches_give_the_same_predictions_and_loss():
     real = batch.mask[..., None]
     torch.testing.assert_close(restored * real, padded_out * real, rtol=1e-5, atol=1e-5)
     target = torch.randn_like(batch.x)
-    loss_padded = RectifiedFlow.loss(padded_out, target, batch.mask)
-    loss_packed = RectifiedFlow.loss(restored, target, batch.mask)
+    loss_padded = masked_mse(padded_out, target, batch.mask)
+    loss_packed = masked_mse(restored, target, batch.mask)
     torch.testing.assert_close(loss_packed, loss_padded, rtol=1e-5, atol=1e-6)
 
 
@@ -95,7 +97,8 @@ SECONDS = [1.0, 0.3, 0.5, 0.25, 0.8, 0.4]  # 16, 5, 8, 4, 13 and 7 of 16 mel tok
 
 def _audio_module(*overrides: str) -> DiffusionModule:
     torch.manual_seed(0)
-    return DiffusionModule(load_recipe("audio-notes", [*AUDIO, *overrides]), CLASSES)
+    recipe = load_recipe("audio-notes", [*AUDIO, *overrides])
+    return DiffusionModule(recipe, CLASSES, build_adapters(recipe))
 
 
 def _clips() -> dict:
@@ -123,8 +126,8 @@ def test_a_packed_training_step_has_the_padded_loss_on_fewer_rows(objective, mon
         return forward(streams, *args, **kwargs)
 
     monkeypatch.setattr(packed.model, "forward", spy)
-    want = padded.diffusion_loss(batch, 0.5, torch.Generator().manual_seed(0))["audio"]
-    got = packed.diffusion_loss(batch, 0.5, torch.Generator().manual_seed(0))["audio"]
+    want = padded.task_losses(batch, padded.tasks[0], 0.5, torch.Generator().manual_seed(0))["diffusion"]
+    got = packed.task_losses(batch, packed.tasks[0], 0.5, torch.Generator().manual_seed(0))["diffusion"]
     # Packed rows attend over other key sets in another order: float32 rounding, not a change of loss.
     torch.testing.assert_close(got, want, rtol=1e-5, atol=0)
     assert rows == [4]  # 53 real tokens fit 4 rows of 16 (first-fit decreasing), not 6
@@ -154,4 +157,4 @@ def test_a_packed_fit_logs_the_padding_it_saved():
 def test_packing_is_refused_where_items_cannot_share_rows():
     recipe = load_recipe("unified-digits", ["data.packing=true"])
     with pytest.raises(ValueError, match=r"packs the items of one stream; .*\['image', 'text'\]"):
-        DiffusionModule(recipe, {"digit": [str(i) for i in range(10)]})
+        DiffusionModule(recipe, {"digit": [str(i) for i in range(10)]}, build_adapters(recipe))

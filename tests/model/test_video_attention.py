@@ -4,10 +4,11 @@ respecting the masks of padding frames; streams without (t, h, w) positions see 
 import pytest
 import torch
 
+from mmdit.contract import StreamSpec
 from mmdit.model.attention_layouts import block_masks
-from mmdit.model.backbone import MMDiT, StreamSpec
+from mmdit.model.backbone import MMDiT
 from mmdit.model.tokens import Tokens
-from modalities.video import VideoAdapter
+from modalities.video.adapter import VideoAdapter
 
 ADAPTER = VideoAdapter(channels=1, tubelet=(1, 4, 4), size=(8, 8), frames=4)  # 4 × 2 × 2 = 16 tokens
 

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from mmdit.objectives.flow import RectifiedFlow, shift_time
-from mmdit.objectives.samplers import euler, heun, sampler
+from mmdit.objectives.flow import RectifiedFlow, masked_mse, shift_time
+from mmdit.objectives.samplers import FLOW_SAMPLERS, euler, heun
 
 SAMPLERS = [euler, heun]
 
@@ -127,19 +127,19 @@ def test_loss_ignores_padded_tokens():
     g = torch.Generator().manual_seed(5)
     prediction, target = torch.randn(2, 6, 3, generator=g), torch.randn(2, 6, 3, generator=g)
     mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
-    loss = RectifiedFlow.loss(prediction, target, mask)
+    loss = masked_mse(prediction, target, mask)
     expected = torch.cat([(prediction - target)[0], (prediction - target)[1, :4]]).square().mean()
     assert_close(loss, expected)
 
     prediction2, target2 = prediction.clone(), target.clone()
     prediction2[1, 4:] = 1e3
     target2[1, 4:] = -1e3
-    assert torch.equal(RectifiedFlow.loss(prediction2, target2, mask), loss)
+    assert torch.equal(masked_mse(prediction2, target2, mask), loss)
     assert_close(
-        RectifiedFlow.loss(prediction, target, torch.ones(2, 6, dtype=torch.bool)),
+        masked_mse(prediction, target, torch.ones(2, 6, dtype=torch.bool)),
         F.mse_loss(prediction, target),
     )
-    assert RectifiedFlow.loss(prediction, target, torch.zeros(2, 6, dtype=torch.bool)) == 0
+    assert masked_mse(prediction, target, torch.zeros(2, 6, dtype=torch.bool)) == 0
 
 
 # --- samplers ------------------------------------------------------------------------------------------
@@ -220,9 +220,10 @@ def test_model_call_counts():
 
 
 def test_sampler_registry():
-    assert sampler("euler") is euler and sampler("heun") is heun
-    with pytest.raises(KeyError, match="euler"):
-        sampler("dpm")
+    assert FLOW_SAMPLERS == {"euler": euler, "heun": heun}
+    assert RectifiedFlow().samplers == ("euler", "heun")
+    with pytest.raises(KeyError, match="does not sample a flow objective; use one of \\('euler', 'heun'\\)"):
+        RectifiedFlow().check_sampler("dpm")
 
 
 def test_euler_takes_the_steps_of_diffusers_flow_match_scheduler():
@@ -276,5 +277,5 @@ def test_x0_oracle_reaches_the_data_point(method):
     def velocity(x, t):
         return {"s": flow.velocity(target, x["s"], t)}
 
-    out = sampler(method)(velocity, {"s": torch.randn(2, 5, 3)}, flow.schedule(4))
+    out = FLOW_SAMPLERS[method](velocity, {"s": torch.randn(2, 5, 3)}, flow.schedule(4))
     assert_close(out["s"], target, atol=1e-5, rtol=1e-5)

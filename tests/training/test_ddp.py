@@ -15,9 +15,9 @@ from safetensors.torch import load_file
 
 from mmdit.cli import main
 from mmdit.recipe import load_recipe
+from mmdit.training import build as run_builder
 from mmdit.training.data import MediaDataModule
 from mmdit.training.module import DiffusionModule
-from modalities import build_adapter
 
 TINY = [
     "model.width=32",
@@ -48,9 +48,9 @@ def rank_view(rank: int, world_size: int, step: int = 0) -> SimpleNamespace:
 
 def build(batch_size: int) -> tuple[MediaDataModule, DiffusionModule]:
     recipe = load_recipe("image-digits", [*TINY, f"data.batch_size={batch_size}"])
-    data = MediaDataModule(recipe, build_adapter("image", **recipe.streams.image.options))
+    data, module = run_builder.build(recipe)
     torch.manual_seed(0)
-    return data, DiffusionModule(recipe, data.classes)
+    return data, module
 
 
 def test_ranks_get_the_one_process_batch_interleaved():
@@ -70,16 +70,16 @@ def test_a_rank_draws_its_rows_of_the_global_step():
     data, module = build(8)
     batch = next(iter(data.train_dataloader()))
     module._trainer = rank_view(0, 1, step=5)
-    whole = module.diffusion_loss(batch, drop=0.5)["image"]
+    whole = module.task_losses(batch, module.tasks[0], 0.5)["diffusion"]
     halves = []
     for rank in range(2):
         module._trainer = rank_view(rank, 2, step=5)
         part = {"media": batch["media"][rank::2], "labels": {"digit": batch["labels"]["digit"][rank::2]}}
-        halves.append(module.diffusion_loss(part, drop=0.5)["image"])
+        halves.append(module.task_losses(part, module.tasks[0], 0.5)["diffusion"])
     # Digits have no padding: the mean of the two ranks' means is the one-process mean.
     torch.testing.assert_close(sum(halves) / 2, whole, rtol=1e-6, atol=0)
     module._trainer = rank_view(0, 1, step=6)
-    assert not torch.allclose(module.diffusion_loss(batch, drop=0.5)["image"], whole)
+    assert not torch.allclose(module.task_losses(batch, module.tasks[0], 0.5)["diffusion"], whole)
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:

@@ -11,17 +11,21 @@ from lightning.pytorch.plugins.precision import MixedPrecision
 
 from mmdit.objectives.guidance import guided_prediction
 from mmdit.recipe import load_recipe
+from mmdit.training import build as run_builder
 from mmdit.training.data import MediaDataModule
-from mmdit.training.module import DiffusionModule, learning_rate_factor, optimizer_and_schedule
-from modalities import build_adapter
+from mmdit.training.module import DiffusionModule
+from mmdit.training.optim import learning_rate_factor, optimizer_and_schedule
 
 TINY = ["model.width=32", "model.heads=2", "model.single_depth=1", "data.batch_size=32"]
 
 
 def build(*overrides: str) -> tuple[MediaDataModule, DiffusionModule]:
-    recipe = load_recipe("image-digits", [*TINY, *overrides])
-    data = MediaDataModule(recipe, build_adapter("image", **recipe.streams.image.options))
-    return data, DiffusionModule(recipe, data.classes)
+    return run_builder.build(load_recipe("image-digits", [*TINY, *overrides]))
+
+
+def diffusion_loss(module: DiffusionModule, batch, drop: float, generator=None) -> torch.Tensor:
+    """The loss of the recipe's one task (generate the image)."""
+    return module.task_losses(batch, module.tasks[0], drop, generator)["diffusion"]
 
 
 def trainer(steps: int, **kwargs) -> L.Trainer:
@@ -42,10 +46,10 @@ def test_training_lowers_the_loss(precision):
     data, module = build("optimizer.lr=3e-3", "optimizer.warmup_steps=5")
     batch = next(iter(data.train_dataloader()))
     generator = torch.Generator().manual_seed(0)
-    before = module.diffusion_loss(batch, drop=0.0, generator=generator)["image"].item()
+    before = diffusion_loss(module, batch, 0.0, generator).item()
     trainer(60, precision=precision).fit(module, datamodule=data)
     generator = torch.Generator().manual_seed(0)
-    after = module.diffusion_loss(batch, drop=0.0, generator=generator)["image"].item()
+    after = diffusion_loss(module, batch, 0.0, generator).item()
     assert after < 0.8 * before
 
 
@@ -131,7 +135,7 @@ def test_a_nan_loss_stops_with_a_message():
 def test_unknown_label_key_is_named():
     recipe = load_recipe("image-digits", [*TINY, "conditioning.labels=[colour]"])
     with pytest.raises(KeyError, match="colour"):
-        DiffusionModule(recipe, {"digit": [str(i) for i in range(10)]})
+        DiffusionModule(recipe, {"digit": [str(i) for i in range(10)]}, run_builder.build_adapters(recipe))
 
 
 def test_class_index_by_name_or_index():
@@ -208,11 +212,9 @@ def test_gaussian_diffusion_with_learned_variance_trains_and_samples():
     data, module = build(*GAUSSIAN, "optimizer.lr=3e-3", "optimizer.warmup_steps=5")
     assert module.model.specs["image"].out_features == 2 * module.model.specs["image"].features
     batch = next(iter(data.train_dataloader()))
-    before = module.diffusion_loss(batch, drop=0.0, generator=torch.Generator().manual_seed(0))[
-        "image"
-    ].item()
+    before = diffusion_loss(module, batch, 0.0, torch.Generator().manual_seed(0)).item()
     trainer(60).fit(module, datamodule=data)
-    after = module.diffusion_loss(batch, drop=0.0, generator=torch.Generator().manual_seed(0))["image"].item()
+    after = diffusion_loss(module, batch, 0.0, torch.Generator().manual_seed(0)).item()
     assert after < 0.8 * before
     labels = {"digit": torch.tensor([1, 7])}
     for method in ("ddpm", "ddim"):
@@ -225,18 +227,18 @@ def test_gaussian_diffusion_with_learned_variance_trains_and_samples():
 def test_guidance_leaves_the_learned_variance_and_unguided_channels_conditional():
     _, module = build(*GAUSSIAN, "sample.guided_channels=0")
     torch.nn.init.normal_(module.model.outputs["image"].linear.weight)
-    features = module._guided_features()["image"]
+    features = module._guided_features(["image"])["image"]
     assert features.shape == (8,) and not features.any()  # 0 guided channels: cfg changes nothing
     layouts = {"image": module.adapters["image"].layout(2)}
     x, t = {"image": torch.randn(2, 16, 4)}, torch.full((2,), 0.5)
     labels = {"digit": torch.tensor([2, 5])}
     plain = guided_prediction(module.model, layouts, labels, scale=1.0)(x, t)["image"]
-    guided = guided_prediction(module.model, layouts, labels, 4.0, guided_features=module._guided_features())(
-        x, t
-    )["image"]
+    guided = guided_prediction(
+        module.model, layouts, labels, 4.0, guided_features=module._guided_features(["image"])
+    )(x, t)["image"]
     torch.testing.assert_close(guided, plain)
     _, module = build(*GAUSSIAN)
-    assert module._guided_features()["image"].tolist() == [True] * 4 + [False] * 4
+    assert module._guided_features(["image"])["image"].tolist() == [True] * 4 + [False] * 4
 
 
 def test_numbers_reach_both_guidance_halves_and_a_missing_one_is_named():
@@ -256,7 +258,7 @@ def test_numbers_reach_both_guidance_halves_and_a_missing_one_is_named():
     # Digits carry no numbers: a recipe that asks for one fails at the first batch, naming it.
     batch = next(iter(data.train_dataloader()))
     with pytest.raises(KeyError, match=r"conditioning.numbers \['seconds'\]"):
-        module.diffusion_loss(batch, drop=0.0)
+        diffusion_loss(module, batch, 0.0)
     with pytest.raises(KeyError, match="seconds"):
         module.generate(2, labels, steps=1)
     images = module.generate(2, labels, {"seconds": torch.tensor([1.0, 2.0])}, steps=1)["image"]

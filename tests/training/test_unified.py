@@ -13,9 +13,10 @@ from sklearn.datasets import load_digits
 
 from mmdit.cli import main
 from mmdit.recipe import load_recipe
+from mmdit.training import build as run_builder
 from mmdit.training.data import MediaDataModule
-from mmdit.training.unified import UnifiedModule, text_loss
-from modalities import build_adapter
+from mmdit.training.module import DiffusionModule, next_id_loss
+from mmdit.training.tasks import Task, pick_task
 
 TINY = [
     "model.width=32",
@@ -27,10 +28,12 @@ TINY = [
 ]
 
 
-def build(*overrides: str) -> tuple[MediaDataModule, UnifiedModule]:
-    recipe = load_recipe("unified-digits", [*TINY, *overrides])
-    data = MediaDataModule(recipe, build_adapter("image", **recipe.streams.image.options))
-    return data, UnifiedModule(recipe, data.classes)
+def build(*overrides: str) -> tuple[MediaDataModule, DiffusionModule]:
+    return run_builder.build(load_recipe("unified-digits", [*TINY, *overrides]))
+
+
+def task(module: DiffusionModule, name: str) -> Task:
+    return next(t for t in module.tasks if t.name == name)
 
 
 def test_text_loss_is_next_token_cross_entropy_over_real_targets():
@@ -41,14 +44,15 @@ def test_text_loss_is_next_token_cross_entropy_over_real_targets():
     expected = torch.stack(
         [torch.nn.functional.cross_entropy(logits[b, i], torch.tensor(t)) for b, i, t in pairs]
     )
-    torch.testing.assert_close(text_loss(logits, ids, mask), expected.mean())
+    torch.testing.assert_close(next_id_loss(logits, ids, mask), expected.mean())
 
 
 def test_tasks_are_drawn_by_weight_and_alike_on_every_rank():
     _, module = build("tasks.draw.weight=3.0", "tasks.describe.weight=1.0")
-    picks = [module.pick_task(step) for step in range(2000)]
+    picks = [pick_task(module.tasks, module.recipe.seed, step).name for step in range(2000)]
     assert 0.70 < picks.count("draw") / len(picks) < 0.80
-    assert picks == [module.pick_task(step) for step in range(2000)]  # a function of the step alone
+    again = [pick_task(module.tasks, module.recipe.seed, step).name for step in range(2000)]
+    assert picks == again  # a function of the step alone
 
 
 def test_clean_streams_sit_at_time_zero_and_pass_unchanged(monkeypatch):
@@ -62,11 +66,11 @@ def test_clean_streams_sit_at_time_zero_and_pass_unchanged(monkeypatch):
 
     original = module.model.forward
     monkeypatch.setattr(module.model, "forward", spy)
-    losses = module.task_losses(batch, "describe", drop=0.0)
+    losses = module.task_losses(batch, task(module, "describe"), drop=0.0)
     assert set(losses) == {"text"}
     clean = module.adapters["image"].encode(batch["media"]["image"])
     assert torch.equal(seen["streams"]["image"].x, clean.x) and (seen["t"]["image"] == 0).all()
-    losses = module.task_losses(batch, "draw", drop=0.0)
+    losses = module.task_losses(batch, task(module, "draw"), drop=0.0)
     assert set(losses) == {"diffusion"}
     assert (seen["t"]["text"] == 0).all() and (seen["t"]["image"] > 0).all()
     assert torch.equal(seen["streams"]["text"].x, batch["media"]["text"])  # the prompt is not noised
@@ -77,9 +81,9 @@ def test_caption_dropout_empties_the_prompt():
     data, module = build()
     batch = next(iter(data.train_dataloader()))
     tokens = module.adapters["text"].encode(batch["media"]["text"])
-    dropped = module._drop_text(tokens, 1.0, module.step_noise(torch.Generator().manual_seed(0)))
+    dropped = module._drop_prompt("text", tokens, 1.0, module.step_noise(torch.Generator().manual_seed(0)))
     assert (dropped.mask.sum(dim=1) == 2).all()  # BOS, EOS
-    kept = module._drop_text(tokens, 0.0, module.step_noise(torch.Generator().manual_seed(0)))
+    kept = module._drop_prompt("text", tokens, 0.0, module.step_noise(torch.Generator().manual_seed(0)))
     assert torch.equal(kept.x, tokens.x)
 
 
@@ -122,13 +126,23 @@ def test_unified_fit_sample_from_prompt_and_describe_through_the_cli(tmp_path, c
 
 
 def test_unified_notes_trains_both_tasks_on_audio():
-    recipe = load_recipe("unified-notes", [*TINY, "model.width=32"])
-    data = MediaDataModule(recipe, build_adapter("audio", **recipe.streams.audio.options))
-    module = UnifiedModule(recipe, data.classes)
+    data, module = run_builder.build(load_recipe("unified-notes", [*TINY, "model.width=32"]))
     batch = next(iter(data.train_dataloader()))
-    assert set(module.task_losses(batch, "play", drop=0.1)) == {"diffusion"}
-    assert set(module.task_losses(batch, "name", drop=0.0)) == {"text"}
+    assert set(module.task_losses(batch, task(module, "play"), drop=0.1)) == {"diffusion"}
+    assert set(module.task_losses(batch, task(module, "name"), drop=0.0)) == {"text"}
     prompts = module.prompts_for({"pitch": torch.tensor([6]), "timbre": torch.tensor([1])}, "heldout")
     assert prompts == ["a F#3 played by a pluck"]
     texts = module.describe(batch["media"]["audio"][:2])
     assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+
+
+def test_a_unified_recipe_trains_and_samples_with_the_gaussian_objective():
+    """Roles work alike under either objective: a clean stream sits at model time 0 (DDPM's step 0 / 1000)."""
+    data, module = build("objective.type=gaussian", "objective.learn_sigma=true", "sample.sampler=ddim")
+    batch = next(iter(data.train_dataloader()))
+    assert set(module.task_losses(batch, task(module, "draw"), drop=0.1)) == {"diffusion"}
+    assert set(module.task_losses(batch, task(module, "describe"), drop=0.0)) == {"text"}
+    module.training_step(batch, 0).backward()
+    assert module.model.specs["image"].out_features == 2 * module.model.specs["image"].features
+    images = module.generate(2, prompts=["a handwritten 3", "a handwritten 8"], steps=3)["image"]
+    assert images.shape == (2, 1, 8, 8) and torch.isfinite(images).all()

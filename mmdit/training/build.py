@@ -1,0 +1,91 @@
+"""The run builder: the one place in the core that turns a recipe's `modality:` names into adapters
+(through `modalities.registry`) and hands them to the data and training modules. Everything else in
+`mmdit` sees adapters only through `mmdit.contract`."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from mmdit.contract import ModalityAdapter
+from mmdit.model.presets import preset
+from mmdit.recipe import from_yaml
+from mmdit.training.data import MediaDataModule, data_stream
+from mmdit.training.module import DiffusionModule
+from mmdit.training.token_cache import CachedDataModule
+from modalities.registry import adapter_class, build_adapter
+
+
+def build_adapters(recipe: DictConfig) -> dict[str, ModalityAdapter]:
+    """{stream: adapter} in the recipe's order, each built from its `modality` and `options`. A DiT-style
+    preset's patch size (DiT-S/2) reaches the data stream, whose adapter must take `patch_size`; a stream
+    that sets another patch size is an error, since the preset's name would then lie."""
+    adapters = {}
+    for name, spec in recipe.streams.items():
+        options = dict(spec.options)
+        patch = preset(recipe.model.preset).get("patch_size") if recipe.model.preset else None
+        if patch is not None and name == data_stream(recipe):
+            accepted = inspect.signature(adapter_class(spec.modality).__init__).parameters
+            if "patch_size" not in accepted:
+                raise ValueError(
+                    f"model.preset {recipe.model.preset} sets a patch size; stream {name!r} has none"
+                )
+            if options.setdefault("patch_size", patch) != patch:
+                raise ValueError(
+                    f"model.preset {recipe.model.preset} means patch size {patch}, but stream {name!r} sets "
+                    f"patch_size {options['patch_size']}: pick the preset of that patch size"
+                )
+        adapters[name] = build_adapter(spec.modality, **options)
+    return adapters
+
+
+def build_data(recipe: DictConfig, adapters: dict[str, ModalityAdapter]) -> MediaDataModule:
+    """The recipe's train and held-out datasets, read by its data stream's adapter (adapters that encode
+    costly media, such as meshes, fill their own caches here), or with `data.cache: true` the encoded tokens
+    `mmdit prepare` cached (see mmdit.training.token_cache)."""
+    data_module = CachedDataModule if recipe.data.cache else MediaDataModule
+    return data_module(recipe, adapters)
+
+
+def build(recipe: DictConfig) -> tuple[MediaDataModule, DiffusionModule]:
+    """The data and training modules of a run."""
+    adapters = build_adapters(recipe)
+    datamodule = build_data(recipe, adapters)
+    return datamodule, DiffusionModule(recipe, datamodule.classes, adapters)
+
+
+def load_module(path: str | Path, map_location: str = "cpu") -> DiffusionModule:
+    """A trained module from an exported `.safetensors` (recipe and classes in its metadata) or a Lightning
+    `.ckpt` (whose state holds the EMA weights when EMA was on). Both are read as tensors and plain data
+    only: loading never runs code from the file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"weights file {path} does not exist")
+    if path.suffix == ".ckpt":
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        hparams = checkpoint["hyper_parameters"]
+        recipe = from_yaml(json.dumps(hparams["recipe"]))
+        module = DiffusionModule(recipe, hparams["classes"], build_adapters(recipe))
+        module.load_state_dict(checkpoint["state_dict"])
+        return module
+    if path.suffix != ".safetensors":
+        raise ValueError(f"{path}: expected a .safetensors export or a Lightning .ckpt")
+    with safe_open(path, "pt") as f:
+        meta = f.metadata() or {}
+    if "backbone" in meta and "recipe" not in meta:
+        raise ValueError(
+            f"{path} is a converted backbone without a recipe (SD3 needs text-encoder streams mmdit does "
+            "not ship); load it with mmdit.convert.load_backbone"
+        )
+    if "recipe" not in meta or "classes" not in meta:
+        raise ValueError(f"{path}: no mmdit recipe in its metadata; was it written by `mmdit export`?")
+    recipe = from_yaml(meta["recipe"])
+    module = DiffusionModule(recipe, json.loads(meta["classes"]), build_adapters(recipe))
+    module.model.load_state_dict(load_file(path, device=map_location))
+    return module

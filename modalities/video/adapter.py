@@ -1,0 +1,207 @@
+"""Video as spacetime patches (Sora, CogVideoX, Latte): a clip [C, T, H, W] in [0, 1] becomes tubelets of
+pt × ph × pw pixels in [-1, 1], one token each, with the tubelet's (t, h, w) as its position for 3D RoPE.
+
+An image is a one-frame video, and clips of different lengths share a batch: media are padded to the
+adapter's `frames`, and `numbers["frames"]` [B] (real frames per clip) masks the tokens of padding tubelets.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from einops import rearrange
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from mmdit.contract import ModalityAdapter, StreamSpec, Tokens
+from modalities.common.grids import grid_image, to_pil
+from modalities.common.splits import SPLITS
+from modalities.video.datasets import DIRECTIONS, MovingDigits, VideoFolder
+from modalities.video.files import read_video, write_video
+from modalities.video.metrics import MovingDigitJudge, folder_scores
+
+
+def tubelet_positions(grid: tuple[int, int, int], batch_size: int, device=None) -> Tensor:
+    """(t, h, w) coordinates of a t×h×w tubelet grid in row-major order: float [B, t*h*w, 3]."""
+    axes = [torch.arange(n, device=device) for n in grid]
+    return torch.cartesian_prod(*axes).float().expand(batch_size, -1, -1).clone()
+
+
+def tubeletify(clips: Tensor, tubelet: tuple[int, int, int]) -> tuple[Tensor, Tensor]:
+    """clips [B, C, T, H, W] -> (x [B, N, pt*ph*pw*C], pos [B, N, 3]), N = (T/pt)(H/ph)(W/pw) in (t, h, w)
+    row-major order; each token's features run over its frames, rows, columns, then channels."""
+    pt, ph, pw = tubelet
+    b, _, t, h, w = clips.shape
+    if t % pt or h % ph or w % pw:
+        raise ValueError(
+            f"clip shape {tuple(clips.shape)}: T, H, W must be divisible by the tubelet {tuple(tubelet)}"
+        )
+    x = rearrange(clips, "b c (t i) (h j) (w k) -> b (t h w) (i j k c)", i=pt, j=ph, k=pw)
+    return x, tubelet_positions((t // pt, h // ph, w // pw), b, clips.device)
+
+
+def untubeletify(x: Tensor, pos: Tensor, tubelet: tuple[int, int, int], channels: int) -> Tensor:
+    """x [B, N, pt*ph*pw*C] in `tubeletify`'s order, pos [B, N, 3] -> clips [B, C, T, H, W]; the grid is
+    read from pos."""
+    pt, ph, pw = tubelet
+    t, h, w = (int(pos[..., a].max()) + 1 for a in range(3))
+    if x.shape[1:] != (t * h * w, pt * ph * pw * channels):
+        raise ValueError(
+            f"tokens {tuple(x.shape)} do not fill a {t}×{h}×{w} grid of {pt}×{ph}×{pw}×{channels} tubelets "
+            f"(expected [B, {t * h * w}, {pt * ph * pw * channels}])"
+        )
+    return rearrange(x, "b (t h w) (i j k c) -> b c (t i) (h j) (w k)", t=t, h=h, w=w, i=pt, j=ph, k=pw)
+
+
+def frame_mask(pos: Tensor, frames: Tensor | None, pt: int) -> Tensor:
+    """pos [B, N, 3] and real frames per clip [B] (None: all real) -> mask [B, N]: a token is real when its
+    tubelet starts on a real frame (a tubelet straddling the end holds repeated last frames)."""
+    if frames is None:
+        return torch.ones(pos.shape[:2], dtype=torch.bool, device=pos.device)
+    frames = torch.as_tensor(frames, device=pos.device)
+    if frames.shape != pos.shape[:1] or bool((frames < 1).any()):
+        raise ValueError(f"numbers['frames'] must be [B={pos.shape[0]}] counts >= 1, got {frames.tolist()}")
+    return pos[..., 0] * pt < frames[:, None]
+
+
+class VideoAdapter(ModalityAdapter):
+    """Clips [B, C, T, H, W] in [0, 1] as tokens x [B, (T/pt)(H/ph)(W/pw), pt*ph*pw*C] in [-1, 1] with
+    positions (t, h, w) in tubelets, for 3D RoPE.
+
+    `frames` and `size` = (H, W) are the clip shape that sampling lays out and folder datasets are cut and
+    resized to; `fps` is the rate files are written at and folder videos are resampled to.
+    """
+
+    name = "video"
+    file_suffix = ".mp4"
+
+    def __init__(
+        self,
+        channels: int = 3,
+        tubelet: tuple[int, int, int] | list[int] = (2, 4, 4),
+        size: tuple[int, int] | list[int] = (32, 32),
+        frames: int = 8,
+        fps: float = 8.0,
+    ) -> None:
+        if len(tubelet) != 3 or len(size) != 2:
+            raise ValueError(f"video tubelet must be (pt, ph, pw) and size (H, W); got {tubelet}, {size}")
+        self.channels, self.frames, self.fps = channels, int(frames), float(fps)
+        self.tubelet = tuple(int(p) for p in tubelet)
+        self.size = (int(size[0]), int(size[1]))
+        if self.frames % self.tubelet[0] or self.size[0] % self.tubelet[1] or self.size[1] % self.tubelet[2]:
+            raise ValueError(
+                f"video frames {self.frames} and size {list(self.size)} must be divisible by the tubelet "
+                f"{list(self.tubelet)}"
+            )
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        """Tubelets along (t, h, w) of a full clip."""
+        return tuple(n // p for n, p in zip((self.frames, *self.size), self.tubelet, strict=True))
+
+    @property
+    def features(self) -> int:
+        """Pixel values per token: pt * ph * pw * C."""
+        return self.channels * math.prod(self.tubelet)
+
+    def stream(self, name: str) -> StreamSpec:
+        return StreamSpec(name, features=self.features, positions="rope", axes=3)
+
+    def encode(self, media: Tensor, numbers: Mapping[str, Tensor] | None = None) -> Tokens:
+        """Clips [B, C, T, H, W] in [0, 1] -> Tokens(x [B, N, pt*ph*pw*C] in [-1, 1], pos [B, N, 3], mask);
+        `numbers["frames"]` [B] masks the tubelets that start after each clip's real frames."""
+        if media.ndim != 5 or media.shape[1] != self.channels:
+            raise ValueError(f"clips must be [B, C={self.channels}, T, H, W], got {tuple(media.shape)}")
+        x, pos = tubeletify(media * 2 - 1, self.tubelet)
+        return Tokens(x, pos, frame_mask(pos, (numbers or {}).get("frames"), self.tubelet[0]))
+
+    def decode(self, tokens: Tokens) -> Tensor:
+        """Tokens -> clips [B, C, T, H, W] in [0, 1] (clamped: a sampler's output may overshoot); padding
+        tubelets are decoded too, the caller trims with its frame counts."""
+        clips = untubeletify(tokens.x, tokens.pos, self.tubelet, self.channels)
+        return ((clips + 1) / 2).clamp(0, 1)
+
+    def layout(self, batch_size: int, numbers: Mapping[str, Tensor] | None = None) -> Tokens:
+        """Zeros x [B, N, F] and positions for clips of the adapter's frames and size; `numbers["frames"]`
+        [B] asks for shorter clips (their padding tubelets are masked)."""
+        pos = tubelet_positions(self.grid, batch_size)
+        x = torch.zeros(batch_size, pos.shape[1], self.features)
+        return Tokens(x, pos, frame_mask(pos, (numbers or {}).get("frames"), self.tubelet[0]))
+
+    def load(self, path: str | Path) -> Tensor:
+        """A video file, GIF or folder of frames -> [C, T, H, W] in [0, 1] at the adapter's fps (frames
+        repeated or dropped) and the file's own size and length."""
+        return read_video(path, self.channels, fps=self.fps)
+
+    def save(self, item: Tensor, path: str | Path) -> Path:
+        """item [C, T, H, W] in [0, 1] -> .mp4 / .webm (PyAV), .gif (pillow) or a folder of PNG frames
+        (a path without suffix), at the adapter's fps."""
+        return write_video(item, path, self.fps)
+
+    def preview(self, media: Tensor, path: str | Path) -> Path:
+        """media [B, C, T, H, W] -> a PNG frame strip at `path` (one row per clip, time left to right) and
+        beside it an animated GIF of the clips in a square grid, both upscaled (nearest) to >= 64 px cells."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        media = media.detach().float().cpu()
+        b, _, t = media.shape[:3]
+        strip = grid_image(rearrange(media, "b c t h w -> (b t) c h w"), cols=t)
+        to_pil(strip).save(path, format="PNG")
+        frames = torch.stack([grid_image(media[:, :, i]) for i in range(t)], dim=1)
+        write_video(frames, path.with_suffix(".gif"), self.fps)
+        return path
+
+    def dataset(self, source: str | Mapping[str, Any], split: str) -> Dataset:
+        """Source "moving-digits" (generated; needs channels=1, size=(32, 32), frames=8) or
+        {"folder": PATH} of video files (cut / padded to `frames`, resized to `size`, at `fps`)."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if source == "moving-digits":
+            shape = (MovingDigits.canvas, MovingDigits.canvas)
+            if (self.channels, self.size, self.frames) != (1, shape, MovingDigits.frames):
+                raise ValueError(
+                    "moving-digits clips are 1×8×32×32; set channels: 1, size: [32, 32], frames: 8 (got "
+                    f"channels: {self.channels}, size: {list(self.size)}, frames: {self.frames})"
+                )
+            return MovingDigits(split)
+        if isinstance(source, Mapping) and set(source) == {"folder"}:
+            return VideoFolder(source["folder"], split, self.size, self.frames, self.fps, self.channels)
+        raise KeyError(
+            f"unknown video dataset {source!r}; valid sources: 'moving-digits', {{'folder': PATH}}"
+        )
+
+    def evaluate(
+        self, generated: Tensor, labels: Mapping[str, Tensor], train: Dataset, heldout: Dataset
+    ) -> dict[str, dict[str, float]]:
+        """Moving digits: per-frame digit accuracy of a digit judge on the tracked crop, the share of clips
+        whose digit stays the same, and the start direction read from the centroid track; the reference row
+        scores the held-out clips (real digits never seen in training). Other data (a folder of videos):
+        `folder_scores` (Fréchet distance of pooled clips, motion, and class accuracy when labelled)."""
+        real = [heldout[i] for i in range(len(heldout))]
+        clips = torch.stack([item["media"] for item in real])
+        if not isinstance(train, MovingDigits):
+            key = "class" if "class" in labels and getattr(train, "classes", {}) else None
+            train_items = [train[i] for i in range(len(train))]
+            train_clips = torch.stack([item["media"] for item in train_items])
+            if key is None:
+                return folder_scores(generated, None, (train_clips, None), (clips, None))
+            train_labels = np.array([item["labels"][key] for item in train_items])
+            heldout_labels = np.array([item["labels"][key] for item in real])
+            wanted = labels[key].cpu().numpy()
+            return folder_scores(generated, wanted, (train_clips, train_labels), (clips, heldout_labels))
+        for key in ("digit", "direction"):
+            if key not in labels:
+                raise KeyError(f"evaluate needs the requested {key!r} labels; got {sorted(labels)}")
+        judge = MovingDigitJudge(train.digits.images[:, 0], train.digits.labels.numpy(), train.canvas)
+        compass = list(DIRECTIONS.values())
+        digits = torch.tensor([item["labels"]["digit"] for item in real])
+        directions = torch.tensor([item["labels"]["direction"] for item in real])
+        return {
+            "generated": judge.scores(generated, labels["digit"], labels["direction"], compass),
+            "reference": judge.scores(clips, digits, directions, compass),
+        }
