@@ -27,9 +27,9 @@ def _fit(args: argparse.Namespace) -> None:
     report = run_dir / "eval.json"
     if report.exists():
         _print_report(json.loads(report.read_text()))
-    console.print(
-        f"run directory: [bold]{run_dir}[/] (samples.png, loss.png, weights.safetensors, eval.json)"
-    )
+    written = ("samples.png", "loss.png", "weights.safetensors", "codec.safetensors", "eval.json")
+    files = ", ".join(name for name in written if (run_dir / name).exists())
+    console.print(f"run directory: [bold]{run_dir}[/] ({files})")
 
 
 def _parse_labels(module, given: list[str]) -> dict[str, int]:
@@ -63,6 +63,20 @@ def _parse_numbers(module, given: list[str]) -> dict[str, float]:
     return numbers
 
 
+def _parse_layout(given: list[str]) -> dict[str, object]:
+    """--layout size=16,16 -> {"size": [16, 16]}: values are YAML scalars, a comma makes a list."""
+    import yaml
+
+    options = {}
+    for item in given:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--layout {item!r} is not OPTION=VALUE")
+        parts = [yaml.safe_load(v) for v in value.split(",")]
+        options[key] = parts if "," in value else parts[0]
+    return options
+
+
 def _sample(args: argparse.Namespace) -> None:
     import torch
 
@@ -82,6 +96,7 @@ def _sample(args: argparse.Namespace) -> None:
         return track(steps, description=f"sampling {args.n}", console=console, transient=True)
 
     options.update(steps=args.steps, method=args.sampler, cfg=args.cfg, seed=args.seed, progress=progress)
+    options["layout"] = {module.stream: _parse_layout(args.layout)}
     media = module.generate(args.n, labels, numbers, **options)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -108,26 +123,44 @@ def _describe(args: argparse.Namespace) -> None:
     if not module.describes:
         raise ValueError(f"{args.weights} is not a unified model: it cannot describe")
     adapter = module.adapters[module.stream]
-    media = torch.stack([adapter.load(path) for path in args.files])
+    media = torch.stack([_load(adapter, path) for path in args.files])
     for path, text in zip(
         args.files, module.describe(media, module.stream, args.temperature, args.seed), strict=True
     ):
         print(f"{path}\t{text}")
 
 
+def _load(adapter, path: str):
+    """One file through its adapter; an error that does not name the file gets its name."""
+    try:
+        return adapter.load(path)
+    except (ValueError, OSError) as err:
+        if path in str(err):
+            raise
+        raise ValueError(f"cannot read {path}: {err}") from err
+
+
 def _print_report(report: dict) -> None:
+    """eval.json as a table: generated (or, for a codec, reconstructed) media beside real data."""
     table = Table(title=f"eval: {report['recipe']}")
-    metrics = list(report["generated"])
+    rows = [row for row in ("generated", "reconstructed", "reference") if row in report]
+    metrics = list(report[rows[0]])
     table.add_column("")
     for m in metrics:
         table.add_column(m, justify="right")
-    for row in ("generated", "reference"):
+    for row in rows:
         table.add_row(row, *(f"{report[row].get(m, float('nan')):.4g}" for m in metrics))
     console.print(table)
-    s = report["sampling"]
-    console.print(
-        f"{s['samples']} samples, {s['sampler']} {s['steps']} steps, cfg {s['cfg']}, {s['seconds']} s"
-    )
+    if "sampling" in report:
+        s = report["sampling"]
+        console.print(
+            f"{s['samples']} samples, {s['sampler']} {s['steps']} steps, cfg {s['cfg']}, {s['seconds']} s"
+        )
+    else:
+        c = report["codec"]
+        console.print(
+            f"latents {c['latent_shape']} per item ({c['compression']}x fewer values), {c['seconds']} s"
+        )
 
 
 def _eval(args: argparse.Namespace) -> None:
@@ -136,7 +169,12 @@ def _eval(args: argparse.Namespace) -> None:
 
     module = load_module(args.weights)
     report = evaluate(
-        module, steps=args.steps, method=args.sampler, cfg=args.cfg, show_progress=not args.json
+        module,
+        steps=args.steps,
+        method=args.sampler,
+        cfg=args.cfg,
+        samples=args.samples,
+        show_progress=not args.json,
     )
     if args.json:
         print(json.dumps(report))
@@ -187,6 +225,18 @@ def _convert(args: argparse.Namespace) -> None:
     console.print(f"wrote [bold]{convert(args.kind, args.source, args.out, heads=args.heads)}[/]")
 
 
+def _modalities(args: argparse.Namespace) -> None:
+    from mmdit.training.build import modalities
+
+    table = Table(title="modalities (recipe key: streams.<name>.modality)")
+    for column in ("name", "from", "options (default)", "summary"):
+        table.add_column(column, overflow="fold")
+    for entry in modalities():
+        options = ", ".join(f"{k}={v}" if v else k for k, v in entry.options.items())
+        table.add_row(entry.name, entry.origin, options, entry.summary)
+    Console().print(table)  # the listing is the command's output: stdout, as `mmdit recipes`
+
+
 def _recipes(args: argparse.Namespace) -> None:
     from mmdit.recipe import available
 
@@ -229,6 +279,12 @@ def parser() -> argparse.ArgumentParser:
     sample.add_argument(
         "--number", action="append", default=[], help="NAME=VALUE, e.g. seconds=0.5 (repeatable)"
     )
+    sample.add_argument(
+        "--layout",
+        action="append",
+        default=[],
+        help="OPTION=VALUE of the adapter's layout, e.g. size=16,16 (repeatable)",
+    )
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--out", default="samples", help="output folder")
     sample.set_defaults(run=_sample)
@@ -243,6 +299,9 @@ def parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="the recipe's metrics for generated and real held-out data")
     sampling_options(ev)
     ev.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    ev.add_argument(
+        "--samples", type=int, help="items to judge (default: eval.samples, else the held-out count)"
+    )
     ev.set_defaults(run=_eval)
 
     export = sub.add_parser("export", help="a Lightning .ckpt -> .safetensors (EMA weights + recipe)")
@@ -256,6 +315,9 @@ def parser() -> argparse.ArgumentParser:
     conv.add_argument("out", help="the .safetensors to write")
     conv.add_argument("--heads", type=int, help="attention heads, for a DiT whose width is not a preset's")
     conv.set_defaults(run=_convert)
+
+    listing = sub.add_parser("modalities", help="list the modalities: built-in, registered and plugins")
+    listing.set_defaults(run=_modalities)
 
     recipes = sub.add_parser("recipes", help="list the bundled recipes")
     recipes.set_defaults(run=_recipes)

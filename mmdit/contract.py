@@ -102,8 +102,15 @@ class ModalityAdapter(ABC):
 
     @abstractmethod
     def layout(self, batch_size: int, numbers: Mapping[str, Tensor] | None = None, **spec: Any) -> Tokens:
-        """A skeleton (zeros, positions, mask) for sampling `batch_size` items of the requested size;
-        numbers {name: [B] float} give each item's extent where the adapter reads them."""
+        """A skeleton (zeros, positions, mask) for sampling `batch_size` items; numbers {name: [B] float}
+        give each item's extent where the adapter reads them. `spec` is the adapter's own keyword options
+        (a gridded adapter's `size`), given as `generate(..., layout={stream: spec})` or from the command
+        line as `mmdit sample W --layout size=16,16`; without them, the adapter's default size."""
+
+    def encoding_identity(self) -> dict[str, Any]:
+        """What `encode` depends on beyond the adapter's options, for caches of encoded tokens to key on
+        (a codec file's digest: retraining the codec must not serve stale tokens); nothing by default."""
+        return {}
 
     def default_numbers(self) -> dict[str, float]:
         """The numbers `generate` uses when none are given (audio: the clip length); none by default."""
@@ -118,19 +125,31 @@ class ModalityAdapter(ABC):
         """Write one item (as `decode` returns it, without the batch axis) to a file; returns the path."""
 
     @abstractmethod
-    def preview(self, media: Tensor, path: str | Path) -> Path:
-        """A PNG a person can look at for a batch of items (a grid, spectrograms, renders)."""
+    def preview(self, media: Tensor, path: str | Path, columns: int | None = None) -> Path:
+        """A PNG a person can look at for a batch of items (a grid, spectrograms, renders), `columns` wide
+        (default about square). Training previews ask item i for class i mod C of the first label and pass
+        columns=C, so column j of every row shows class j."""
 
     @abstractmethod
-    def dataset(self, source: str | Mapping[str, Any], split: str) -> Dataset:
-        """A dataset by name (bundled, e.g. "digits") or `{"folder": path}` for a user's own files.
-        `split` is "train" or "heldout"."""
+    def dataset(self, source: str | Mapping[str, Any], split: str, seed: int = 0) -> Dataset:
+        """A dataset by name (bundled, e.g. "digits") or `{"folder": PATH, "label": NAME}` for a user's
+        own files (sub-folders name the classes of label NAME, default "class"). `split` is "train" or
+        "heldout"; `seed` (the recipe's `data.split_seed`) draws the split and any generated data, so both
+        splits of one seed never share an item."""
+
+    def reconstruction_loss(self, prediction: Tensor, target: Tensor) -> Tensor:
+        """A codec stage's loss between reconstructed and real media (batches as `dataset` items collate):
+        the mean absolute error by default; a modality adds what its judge hears or sees (audio: a
+        multi-resolution STFT loss)."""
+        return (prediction - target).abs().mean()
 
     @abstractmethod
     def evaluate(
         self, generated: Tensor, labels: Mapping[str, Tensor], train: Dataset, heldout: Dataset
     ) -> dict[str, dict[str, float]]:
-        """Judge `generated` (media asked for with `labels`, [B] each) against real data.
+        """Judge `generated` (media asked for with `labels`, [B] each) against real data. `mmdit eval`
+        asks for the labels of the held-out items in turn, `eval.samples` of them (default: one per
+        held-out item; more cycle through them again).
 
         Returns `{"generated": {metric: value}, "reference": {metric: value}}`, the reference row being the
         same metrics for real data, so a reader sees what a perfect generator would score."""

@@ -33,6 +33,8 @@ class DataConfig:
     source: Any = MISSING  # a bundled dataset's name, or {folder: PATH}
     stream: str | None = None  # which stream the dataset's media feed (default: the first)
     batch_size: int = 64
+    split_seed: int = 0  # draws the train / held-out split and generated data; apart from `seed`, so the
+    # held-out items stay held out whatever the training seed
     num_workers: int = 0
     cache: bool = False  # train on the tokens `mmdit prepare` encoded once (mmdit.training.token_cache)
     packing: bool = False  # packed rows instead of padded items (one-stream recipes; mmdit.model.packing)
@@ -63,7 +65,7 @@ class ModelConfig:
     heads: int | None = None
     mlp_ratio: float = 4.0
     qk_norm: bool = True
-    label_init_std: float = 0.02  # DiT's N(0, 0.02) label embeddings; 1.0 (nn.Embedding's) conditions sooner
+    label_init_std: float = 1.0  # nn.Embedding's N(0, 1): labels condition from the start; DiT's is 0.02
     rope_theta: float = 10000.0  # rotary base; a grid of a few tokens per axis resolves offsets better lower
     attention: str = "full"  # "full" joint attention, or "factorised" spatial / temporal blocks (video)
     time_frequency_shift: float = 0.0  # 1 for checkpoints converted from diffusers' DiT port
@@ -128,6 +130,30 @@ class SampleConfig:
 
 
 @dataclass
+class AutoencoderSection:
+    """`autoencoder:` makes a recipe a codec stage: `mmdit fit` trains a convolutional VAE on the data
+    stream's media (mmdit.training.codec_module) instead of a diffusion model, and exports codec.safetensors
+    for an adapter's `codec` option."""
+
+    latent_channels: int = 16
+    patch: int = 1  # cells per axis folded into channels first (waveforms: 8-16, so convolutions are wide)
+    widths: list[int] = field(default_factory=lambda: [32, 64, 128, 256])  # channels per level
+    strides: list[int] = field(default_factory=lambda: [4, 4, 4])  # downsampling between levels (2, 4, 8)
+    blocks: int = 1  # residual blocks per level
+    kernel: int = 3  # odd; waveforms like 7
+    kl_weight: float = 1e-4  # weight of the KL per latent element against the reconstruction loss
+    crop: list[int] | None = None  # train on random crops of this extent per axis (convolutions do not
+    # care where they are; a quarter of a clip costs a quarter); validation sees whole items
+    statistics_items: int = 256  # train items whose latents measure the export's shift and scale
+
+
+@dataclass
+class EvalConfig:
+    samples: int | None = None  # items `mmdit eval` generates and judges; default one per held-out item,
+    # more cycle through the held-out items' labels again
+
+
+@dataclass
 class Recipe:
     name: str = MISSING
     description: str = ""
@@ -142,6 +168,8 @@ class Recipe:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     ema: EmaConfig = field(default_factory=EmaConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    autoencoder: AutoencoderSection | None = None  # set: the recipe trains a codec, not a diffusion model
     trainer: dict[str, Any] = field(default_factory=dict)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -51,6 +52,43 @@ def adapter_class(name: str) -> type[ModalityAdapter]:
     if name in plugins:
         return plugins[name].load()
     raise KeyError(f"unknown modality {name!r}; available: {', '.join(available())}")
+
+
+@dataclass(frozen=True)
+class ModalityEntry:
+    """One row of `mmdit modalities`: where a name comes from and what its adapter takes."""
+
+    name: str
+    origin: str  # "built-in", "registered" (at run time) or "plugin <distribution target>"
+    options: dict[str, str]  # option -> its default, as written in Python ("" when required)
+    summary: str  # the first sentence of the adapter's docstring, or why it could not be loaded
+
+
+def catalogue() -> list[ModalityEntry]:
+    """Every available modality with its origin, options and summary; a plugin that fails to import is
+    listed with its error rather than breaking the listing."""
+    plugins = _entry_points()
+    rows = []
+    for name in available():
+        if name in _registered:
+            origin = "registered"
+        elif name in _BUILTIN:
+            origin = "built-in"
+        else:
+            origin = f"plugin {plugins[name].value}"
+        try:
+            cls = adapter_class(name)
+        except Exception as err:  # a broken third-party package must not hide the others
+            rows.append(ModalityEntry(name, origin, {}, f"cannot be loaded: {err}"))
+            continue
+        parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
+        options = {
+            p.name: "" if p.default is inspect.Parameter.empty else repr(p.default) for p in parameters
+        }
+        paragraph = " ".join((inspect.getdoc(cls) or "").split("\n\n")[0].split())
+        summary = paragraph.split(". ")[0].removesuffix(".")
+        rows.append(ModalityEntry(name, origin, options, summary))
+    return rows
 
 
 def build_adapter(name: str, **options: Any) -> ModalityAdapter:

@@ -105,6 +105,34 @@ def test_eval_json_prints_the_figures_of_eval_json(run_dir, capsys):
     assert json.loads(capsys.readouterr().out)["sampling"]["steps"] == 3
 
 
+def test_eval_judges_as_many_samples_as_asked_cycling_through_the_heldout_labels(run_dir, capsys):
+    weights = str(run_dir / "weights.safetensors")
+    assert main(["eval", weights, "--json", "--steps", "1", "--samples", "400"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["generated"]["samples"] == report["sampling"]["samples"] == 400
+    assert report["reference"]["samples"] == 359  # the real rows stay the held-out split
+    assert main(["eval", weights, "--samples", "0"]) == 2
+    assert "eval.samples must be at least 1" in capsys.readouterr().err
+
+
+def test_sample_draws_another_size_through_the_layout(run_dir, tmp_path, capsys):
+    weights, out = str(run_dir / "weights.safetensors"), tmp_path / "large"
+    assert (
+        main(["sample", weights, "--n", "2", "--steps", "1", "--layout", "size=16,12", "--out", str(out)])
+        == 0
+    )
+    assert Image.open(out / "image_unconditional_000.png").size == (12, 16)
+    assert main(["sample", weights, "--layout", "colour=red", "--out", str(out)]) == 2
+    assert "layout takes no option colour; valid: ['size']" in capsys.readouterr().err
+
+
+def test_modalities_lists_the_builtins_with_their_options(capsys):
+    assert main(["modalities"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("image", "audio", "latent", "mesh", "text", "video"))
+    assert "built-in" in out and "patch_size=2" in out
+
+
 def test_recipes_lists_the_bundled_ones(capsys):
     assert main(["recipes"]) == 0
     assert "image-digits" in capsys.readouterr().out

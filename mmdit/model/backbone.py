@@ -59,7 +59,7 @@ class MMDiT(nn.Module):
         attention: str = "full",
         checkpointing: bool = False,
         compile: bool = False,
-        label_init_std: float = 0.02,
+        label_init_std: float = 1.0,
     ):
         super().__init__()
         if not streams:
@@ -107,12 +107,14 @@ class MMDiT(nn.Module):
             for block in [*self.joint_blocks, *self.single_blocks]:
                 block.compile()
 
-    def initialize(self, label_init_std: float = 0.02) -> None:
+    def initialize(self, label_init_std: float = 1.0) -> None:
         """DiT's initialisation: Xavier-uniform linears with zero bias, N(0, 0.02) embeddings, and zeros
         for every adaLN modulation and output projection (so the network starts as the identity map into a
-        zero prediction). Label embeddings are N(0, `label_init_std`²): DiT's 0.02 leaves a label a small
-        part of the conditioning vector beside the timestep's, which a label that explains little of the
-        loss (a small digit anywhere in a clip) does not outgrow in a CPU budget; 1.0 starts it large."""
+        zero prediction), except the label embeddings: N(0, `label_init_std`²), by default nn.Embedding's
+        N(0, 1) rather than DiT's 0.02. At 0.02 a label is a small part of the conditioning vector beside
+        the timestep's, which a label that explains little of the loss (a small digit anywhere in a clip, a
+        new modality's class) does not outgrow in a CPU budget; at 1.0 it conditions from the start, at
+        the same image-digits quality (docs/results.md#label-initialisation)."""
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)

@@ -16,10 +16,11 @@ from safetensors.torch import load_file
 from mmdit.contract import ModalityAdapter
 from mmdit.model.presets import preset
 from mmdit.recipe import from_yaml
+from mmdit.training.codec_module import CodecModule, autoencoder_config
 from mmdit.training.data import MediaDataModule, data_stream
 from mmdit.training.module import DiffusionModule
 from mmdit.training.token_cache import CachedDataModule
-from modalities.registry import adapter_class, build_adapter
+from modalities.registry import ModalityEntry, adapter_class, build_adapter, catalogue
 
 
 def build_adapters(recipe: DictConfig) -> dict[str, ModalityAdapter]:
@@ -27,9 +28,9 @@ def build_adapters(recipe: DictConfig) -> dict[str, ModalityAdapter]:
     preset's patch size (DiT-S/2) reaches the data stream, whose adapter must take `patch_size`; a stream
     that sets another patch size is an error, since the preset's name would then lie."""
     adapters = {}
+    patch = preset(recipe.model.preset).get("patch_size") if recipe.model.preset else None
     for name, spec in recipe.streams.items():
         options = dict(spec.options)
-        patch = preset(recipe.model.preset).get("patch_size") if recipe.model.preset else None
         if patch is not None and name == data_stream(recipe):
             accepted = inspect.signature(adapter_class(spec.modality).__init__).parameters
             if "patch_size" not in accepted:
@@ -45,6 +46,11 @@ def build_adapters(recipe: DictConfig) -> dict[str, ModalityAdapter]:
     return adapters
 
 
+def modalities() -> list[ModalityEntry]:
+    """What `mmdit modalities` lists: every modality a recipe may name (built-in, registered, plugins)."""
+    return catalogue()
+
+
 def build_data(recipe: DictConfig, adapters: dict[str, ModalityAdapter]) -> MediaDataModule:
     """The recipe's train and held-out datasets, read by its data stream's adapter (adapters that encode
     costly media, such as meshes, fill their own caches here), or with `data.cache: true` the encoded tokens
@@ -53,11 +59,18 @@ def build_data(recipe: DictConfig, adapters: dict[str, ModalityAdapter]) -> Medi
     return data_module(recipe, adapters)
 
 
-def build(recipe: DictConfig) -> tuple[MediaDataModule, DiffusionModule]:
-    """The data and training modules of a run."""
+def build(recipe: DictConfig) -> tuple[MediaDataModule, DiffusionModule | CodecModule]:
+    """The data and training modules of a run: a diffusion model, or with an `autoencoder:` section the
+    codec of the data stream's media (sized by the data's first item)."""
     adapters = build_adapters(recipe)
     datamodule = build_data(recipe, adapters)
-    return datamodule, DiffusionModule(recipe, datamodule.classes, adapters)
+    if recipe.autoencoder is None:
+        return datamodule, DiffusionModule(recipe, datamodule.classes, adapters)
+    if len(adapters) != 1:
+        raise ValueError(f"a codec recipe trains one stream's codec; this one has {list(adapters)}")
+    item_shape = tuple(datamodule.train[0]["media"].shape)
+    config = autoencoder_config(recipe, item_shape)
+    return datamodule, CodecModule(recipe, datamodule.classes, adapters[data_stream(recipe)], config)
 
 
 def load_module(path: str | Path, map_location: str = "cpu") -> DiffusionModule:

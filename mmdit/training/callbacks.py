@@ -19,6 +19,13 @@ def preview_labels(module, n: int) -> dict[str, torch.Tensor]:
     return {k: torch.arange(n) % len(module.classes[k]) for k in module.preview_label_keys()}
 
 
+def preview_columns(module, n: int) -> int | None:
+    """The width of an n-item grid whose column j asks for class j of the first label key (None:
+    unlabelled, the adapter's default)."""
+    keys = module.preview_label_keys()
+    return min(n, len(module.classes[keys[0]])) if keys else None
+
+
 class SampleGrid(L.Callback):
     """At each validation, draw `n` samples from fixed noise and save `samples/step_NNNNNN.png` (and
     `samples.png`, the latest). Runs inside validation, so with EMA on it draws with the EMA weights."""
@@ -33,7 +40,7 @@ class SampleGrid(L.Callback):
         for stream, items in media.items():
             suffix = f"_{stream}" if len(media) > 1 else ""
             out = module.adapters[stream].preview(
-                items.cpu(), self.run_dir / "samples" / f"{name}{suffix}.png"
+                items.cpu(), self.run_dir / "samples" / f"{name}{suffix}.png", preview_columns(module, self.n)
             )
             (self.run_dir / f"samples{suffix}.png").write_bytes(out.read_bytes())
 
@@ -41,6 +48,31 @@ class SampleGrid(L.Callback):
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         self.draw(module, f"step_{trainer.global_step:06d}")
+
+
+class ReconstructionGrid(L.Callback):
+    """A codec stage's preview: at each validation, `pairs` held-out items spread over the split and their
+    reconstructions side by side (real, reconstructed, real, ... with four pairs a row) in
+    `samples/step_NNNNNN.png` and `samples.png`."""
+
+    def __init__(self, run_dir: Path, pairs: int):
+        self.run_dir, self.pairs = Path(run_dir), pairs
+
+    def draw(self, module, heldout, name: str) -> None:
+        chosen = torch.linspace(0, len(heldout) - 1, min(self.pairs, len(heldout))).long()  # spread out
+        items = [heldout[int(i)] for i in chosen]
+        real = torch.stack([item["media"] for item in items]).to(module.device)
+        with torch.no_grad():
+            reconstructed, _ = module.reconstruct(real)
+        both = torch.stack([real, reconstructed.to(real.dtype)], dim=1).flatten(0, 1).cpu()
+        (self.run_dir / "samples").mkdir(parents=True, exist_ok=True)
+        out = module.adapter.preview(both, self.run_dir / "samples" / f"{name}.png", min(8, len(both)))
+        (self.run_dir / "samples.png").write_bytes(out.read_bytes())
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, module) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        self.draw(module, trainer.datamodule.heldout, f"step_{trainer.global_step:06d}")
 
 
 class LossCurve(L.Callback):
@@ -77,7 +109,7 @@ class LossCurve(L.Callback):
             ax.plot(steps[window - 1 :], smooth.tolist(), color="tab:blue", label=f"train (mean of {window})")
         if self.val:
             ax.plot(*zip(*self.val, strict=True), "o-", color="tab:orange", label="held-out")
-        ax.set(xlabel="optimizer step", ylabel="flow-matching loss", yscale="log")
+        ax.set(xlabel="optimizer step", ylabel="training loss", yscale="log")
         ax.grid(alpha=0.3, which="both")
         ax.legend()
         fig.tight_layout()

@@ -59,8 +59,9 @@ class MediaDataModule(L.LightningDataModule):
         source, adapter = data_source(recipe), adapters[data_stream(recipe)]
         self.batch_size, self.num_workers = recipe.data.batch_size, recipe.data.num_workers
         self.seed = recipe.seed
-        self.train = paired(recipe, adapters, adapter.dataset(source, "train"), "train")
-        self.heldout = paired(recipe, adapters, adapter.dataset(source, "heldout"), "heldout")
+        seed = recipe.data.split_seed
+        self.train = paired(recipe, adapters, adapter.dataset(source, "train", seed), "train")
+        self.heldout = paired(recipe, adapters, adapter.dataset(source, "heldout", seed), "heldout")
         if len(self.train) < self.batch_size:
             raise ValueError(
                 f"data.batch_size {self.batch_size} is larger than the train split ({len(self.train)} items)"

@@ -52,18 +52,25 @@ def evaluate(
     steps: int | None = None,
     method: str | None = None,
     cfg: float | None = None,
+    samples: int | None = None,
     show_progress: bool = True,
 ) -> dict[str, Any]:
     """Returns {"recipe", "generated": {metric: value}, "reference": {metric: value}, "sampling": {...}}.
+
+    `samples` (default the recipe's `eval.samples`, else one per held-out item) items are generated, item
+    i with the labels (and numbers) of held-out item i mod the held-out count.
 
     A unified model is judged from one checkpoint both ways: media generated from held-out phrasings of
     the held-out items' captions, and "understanding_accuracy", the share of held-out real items whose
     description names their class."""
     adapter: ModalityAdapter = module.adapters[module.stream]
     source = data_source(module.recipe)
-    train, heldout = adapter.dataset(source, "train"), adapter.dataset(source, "heldout")
-    n = len(heldout)
-    items = [heldout[i] for i in range(n)]
+    seed = module.recipe.data.split_seed
+    train, heldout = adapter.dataset(source, "train", seed), adapter.dataset(source, "heldout", seed)
+    n = next((v for v in (samples, module.recipe.eval.samples) if v is not None), len(heldout))
+    if n < 1:
+        raise ValueError(f"eval.samples must be at least 1, got {n}")
+    items = [heldout[i % len(heldout)] for i in range(n)]
     prompted = module.prompt_stream is not None
     keys = module.preview_label_keys()
     wanted = {k: torch.tensor([item["labels"][k] for item in items]) for k in keys}

@@ -14,6 +14,7 @@ imports a modality.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -32,7 +33,7 @@ from mmdit.model.presets import model_arguments
 from mmdit.objectives.build import build_objective
 from mmdit.objectives.guidance import guided_prediction, null_labels
 from mmdit.training.data import data_stream
-from mmdit.training.optim import clip_without_scaler, optimizer_and_schedule
+from mmdit.training.optim import RecipeOptimization
 from mmdit.training.step_noise import StepNoise, step_generator
 from mmdit.training.tasks import Task, pick_task, recipe_tasks, task_generating
 
@@ -50,7 +51,7 @@ def next_id_loss(logits: Tensor, ids: Tensor, mask: Tensor) -> Tensor:
     return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
 
 
-class DiffusionModule(L.LightningModule):
+class DiffusionModule(RecipeOptimization, L.LightningModule):
     """recipe: a checked recipe (DictConfig or its plain-dict form); classes: {label: [class names]} of the
     training data, which size the label tables and let users ask for classes by name; adapters: {stream:
     adapter} for the recipe's streams, in its order (`mmdit.training.build.build_adapters`)."""
@@ -271,19 +272,6 @@ class DiffusionModule(L.LightningModule):
                 self.log(f"val/{part}", value, sync_dist=True)
         self.log("val/loss", self.total(parts), prog_bar=True, sync_dist=True)
 
-    def configure_optimizers(self):
-        scaled = getattr(self.trainer.precision_plugin, "scaler", None) is not None
-        optimizer, schedule = optimizer_and_schedule(
-            self.parameters(), self.recipe.optimizer, self.trainer.max_steps, scaled_loss=scaled
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
-
-    def configure_gradient_clipping(
-        self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
-    ) -> None:
-        if not clip_without_scaler(self.trainer, optimizer, gradient_clip_val, gradient_clip_algorithm):
-            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
-
     # sampling ------------------------------------------------------------------------------------------
 
     def preview_label_keys(self) -> list[str]:
@@ -338,13 +326,28 @@ class DiffusionModule(L.LightningModule):
             guided[name] = mask
         return guided
 
-    def _generation_tasks(self) -> dict[str, list[str]]:
-        """{task name: the media streams it generates}: the first task generating each media stream."""
-        chosen: dict[str, list[str]] = {}
+    def _generation_tasks(self) -> list[tuple[Task, list[str]]]:
+        """(task, the media streams it generates) for the first task generating each media stream."""
+        chosen: dict[str, tuple[Task, list[str]]] = {}
         for stream in self.adapters:
             if stream not in self.discrete and any(t.roles.get(stream) == "generate" for t in self.tasks):
-                chosen.setdefault(task_generating(self.tasks, stream).name, []).append(stream)
-        return chosen
+                task = task_generating(self.tasks, stream)
+                chosen.setdefault(task.name, (task, []))[1].append(stream)
+        return list(chosen.values())
+
+    def _layout(
+        self, stream: str, n: int, numbers: Mapping[str, Tensor], options: Mapping[str, Any]
+    ) -> Tokens:
+        """The adapter's skeleton of n items; an option its `layout` does not take is named with the valid
+        ones."""
+        adapter = self.adapters[stream]
+        accepted = [p for p in inspect.signature(adapter.layout).parameters][2:]  # after batch_size, numbers
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise KeyError(
+                f"stream {stream!r}: layout takes no option {', '.join(unknown)}; valid: {accepted}"
+            )
+        return adapter.layout(n, numbers, **options).to(self.device)
 
     @torch.no_grad()
     def generate(
@@ -360,6 +363,7 @@ class DiffusionModule(L.LightningModule):
         cfg: float | None = None,
         seed: int = 0,
         progress: Callable = iter,
+        layout: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> dict[str, Tensor]:
         """Sample n items of every media stream a task generates: {stream: media [n, ...]} as the adapters
         decode them.
@@ -369,6 +373,7 @@ class DiffusionModule(L.LightningModule):
         numbers: {name: [n] float} (e.g. seconds); omitted names take the data adapter's `default_numbers`.
         They reach every adapter's `layout` (which masks tokens past each item's extent) and the model.
         given: {stream: media [n, ...]} for the clean media conditions of a task (another medium).
+        layout: {stream: options of its adapter's `layout`}, e.g. {"image": {"size": [16, 16]}}.
         steps / method / cfg default to the recipe's `sample` section."""
         settings = self.recipe.sample
         steps, method = steps or settings.steps, method or settings.sampler
@@ -388,10 +393,9 @@ class DiffusionModule(L.LightningModule):
         full = {k: v.to(self.device) for k, v in full.items()}
         model_numbers = self.conditioning_numbers(numbers)
         media = {}
-        for name, streams in self._generation_tasks().items():
-            task = next(t for t in self.tasks if t.name == name)
+        for task, streams in self._generation_tasks():
             conditions, unconditional = self._conditions(task, n, prompts, given, numbers)
-            layouts = {s: self.adapters[s].layout(n, numbers).to(self.device) for s in streams}
+            layouts = {s: self._layout(s, n, numbers, (layout or {}).get(s, {})) for s in streams}
             generator = torch.Generator().manual_seed(seed)
             noise = {s: torch.randn(tok.x.shape, generator=generator).to(tok.x) for s, tok in layouts.items()}
             predict = guided_prediction(

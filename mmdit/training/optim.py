@@ -62,3 +62,21 @@ def clip_without_scaler(trainer, optimizer: torch.optim.Optimizer, value, algori
     algorithm = algorithm or trainer.gradient_clip_algorithm or "norm"
     Precision.clip_gradients(plugin, optimizer, value or 0.0, GradClipAlgorithmType(algorithm))
     return True
+
+
+class RecipeOptimization:
+    """The optimizer half of a LightningModule trained from a recipe (`self.recipe`): the policy above, per
+    step, and clipping that also works under bf16-mixed with the fused AdamW."""
+
+    def configure_optimizers(self):
+        scaled = getattr(self.trainer.precision_plugin, "scaler", None) is not None
+        optimizer, schedule = optimizer_and_schedule(
+            self.parameters(), self.recipe.optimizer, self.trainer.max_steps, scaled_loss=scaled
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def configure_gradient_clipping(
+        self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
+    ) -> None:
+        if not clip_without_scaler(self.trainer, optimizer, gradient_clip_val, gradient_clip_algorithm):
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)

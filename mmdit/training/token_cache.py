@@ -73,6 +73,7 @@ def token_key(recipe: DictConfig, adapter: ModalityAdapter, dataset: Dataset, sp
         FORMAT_VERSION,
         spec.modality,
         settings,
+        adapter.encoding_identity(),
         data_source(recipe),
         split,
         len(dataset),

@@ -16,7 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 from mmdit.model.blocks import JointBlock, SingleBlock
 from mmdit.recipe import to_yaml
 from mmdit.training.build import build
-from mmdit.training.callbacks import LossCurve, SampleGrid
+from mmdit.training.callbacks import LossCurve, ReconstructionGrid, SampleGrid
+from mmdit.training.codec_finish import finish_codec
 from mmdit.training.ema import EMA
 from mmdit.training.evaluate import evaluate
 from mmdit.training.export import export_weights
@@ -64,15 +65,17 @@ def trainer_arguments(recipe: DictConfig) -> dict:
 
 def fit(recipe: DictConfig, resume: str | None = None) -> Path:
     """Train `recipe`; returns the run directory, which holds recipe.yaml, checkpoints/, logs/, samples/,
-    samples.png, loss.png, weights.safetensors (EMA) and eval.json."""
+    samples.png, loss.png, weights.safetensors (EMA; codec.safetensors for a codec recipe) and eval.json."""
     L.seed_everything(recipe.seed, workers=True)
     datamodule, module = build(recipe)  # before the run directory: a recipe that cannot build leaves none
     run_dir = run_directory(recipe)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "recipe.yaml").write_text(to_yaml(recipe))
+    codec = recipe.autoencoder is not None
+    grid = ReconstructionGrid if codec else SampleGrid
     callbacks = [
         ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor="val/loss", save_top_k=1, save_last=True),
-        SampleGrid(run_dir, recipe.sample.grid),
+        grid(run_dir, recipe.sample.grid),
         LossCurve(run_dir),
     ]
     if recipe.ema.enabled:
@@ -87,7 +90,11 @@ def fit(recipe: DictConfig, resume: str | None = None) -> Path:
     if trainer.is_global_zero:
         # Lightning's teardown has moved the module to the CPU; sampling for the eval is the slow part, so
         # bring it back to the device that trained.
-        finish(module.to(trainer.strategy.root_device), run_dir)
+        module = module.to(trainer.strategy.root_device)
+        if codec:
+            finish_codec(module, datamodule, run_dir)
+        else:
+            finish(module, run_dir)
     return run_dir
 
 

@@ -22,13 +22,16 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from mmdit.contract import ModalityAdapter, StreamSpec, Tokens
+from modalities.audio.codec_tokenizer import CodecTokenizer
 from modalities.audio.datasets import AudioFolder, NotesDataset, note_midi, read_audio
 from modalities.audio.metrics import judge_log_mel, log_mel_statistics, pitch_scores
+from modalities.audio.reconstruction import multi_resolution_stft_loss
 from modalities.audio.tokenizers import MelTokenizer, Tokenizer, WaveformTokenizer
+from modalities.common.folders import folder_source
 from modalities.common.judges import frechet_distance
 from modalities.common.splits import SPLITS, matching_subset
 
-TOKENIZERS = ("mel", "waveform")
+TOKENIZERS = ("mel", "waveform", "codec")
 
 
 class AudioAdapter(ModalityAdapter):
@@ -37,6 +40,8 @@ class AudioAdapter(ModalityAdapter):
     tokenizer "mel": patch_size = p frames per token (whole columns, 1D RoPE) or [bins, frames] (2D patches,
     2D RoPE); n_fft, hop_length, n_mels, f_max set the spectrogram, griffin_lim_iters the vocoder.
     tokenizer "waveform": patch_size = p samples per token (1D RoPE); exact, for short clips.
+    tokenizer "codec": `codec` = a codec-stage export (codec.safetensors); patch_size = p latent frames per
+    token (1D RoPE); decoding is the codec's decoder.
     Numbers: {"seconds": [B]} per clip (default: all of `seconds`); tokens past a clip's end are masked.
     """
 
@@ -55,6 +60,7 @@ class AudioAdapter(ModalityAdapter):
         n_mels: int = 128,
         f_max: float = 4000.0,
         griffin_lim_iters: int = 32,
+        codec: str | None = None,
     ) -> None:
         if tokenizer not in TOKENIZERS:
             raise ValueError(f"audio tokenizer must be one of {TOKENIZERS}, got {tokenizer!r}")
@@ -62,10 +68,14 @@ class AudioAdapter(ModalityAdapter):
             raise ValueError(f"audio channels must be 1 (mono) or 2 (stereo), got {channels}")
         self.sample_rate, self.channels, self.seconds = sample_rate, channels, float(seconds)
         self.samples = round(seconds * sample_rate)
-        if tokenizer == "waveform":
-            if not isinstance(patch_size, int):
-                raise ValueError(f"the waveform tokenizer takes patch_size: int samples, got {patch_size}")
-            self.tokenizer: Tokenizer = WaveformTokenizer(self.samples, channels, patch_size)
+        if (tokenizer == "codec") != (codec is not None):
+            raise ValueError("audio tokenizer 'codec' takes a `codec` path (a codec.safetensors export)")
+        if tokenizer in ("waveform", "codec") and not isinstance(patch_size, int):
+            raise ValueError(f"the {tokenizer} tokenizer takes patch_size: int, got {patch_size}")
+        if tokenizer == "codec":
+            self.tokenizer: Tokenizer = CodecTokenizer(codec, self.samples, channels, patch_size)
+        elif tokenizer == "waveform":
+            self.tokenizer = WaveformTokenizer(self.samples, channels, patch_size)
         else:
             patch = patch_size if isinstance(patch_size, int) else tuple(patch_size)
             self.tokenizer = MelTokenizer(
@@ -130,6 +140,10 @@ class AudioAdapter(ModalityAdapter):
         x = torch.zeros(batch_size, pos.shape[1], self.tokenizer.features)
         return Tokens(x, pos, self._mask(pos, self._seconds(numbers, batch_size)))
 
+    def encoding_identity(self) -> dict[str, Any]:
+        """The codec file's digest under the codec tokenizer (cached tokens of another codec are stale)."""
+        return self.tokenizer.identity()
+
     def default_numbers(self) -> dict[str, float]:
         return {"seconds": self.seconds}
 
@@ -154,11 +168,12 @@ class AudioAdapter(ModalityAdapter):
         soundfile.write(path, rearrange(audio[:, :end], "c s -> s c").numpy(), self.sample_rate)
         return path
 
-    def preview(self, media: Tensor, path: str | Path) -> Path:
-        """media [B, C, S] -> a PNG grid of log-mel spectrograms (channels mixed), ceil(sqrt(B)) columns."""
+    def preview(self, media: Tensor, path: str | Path, columns: int | None = None) -> Path:
+        """media [B, C, S] -> a PNG grid of log-mel spectrograms (channels mixed), `columns` wide (default
+        ceil(sqrt(B)))."""
         spectrograms = judge_log_mel(media.detach().float().cpu().mean(1), self.sample_rate).numpy()
         count = len(spectrograms)
-        cols = math.ceil(math.sqrt(count))
+        cols = columns or math.ceil(math.sqrt(count))
         rows = math.ceil(count / cols)
         figure = Figure(figsize=(1.6 * cols, 1.2 * rows), dpi=100)
         axes = figure.subplots(rows, cols, squeeze=False)
@@ -172,9 +187,10 @@ class AudioAdapter(ModalityAdapter):
         figure.savefig(path, format="png")
         return path
 
-    def dataset(self, source: str | Mapping[str, Any], split: str) -> Dataset:
-        """Source "notes" (synthesised, needs 16 kHz mono 1 s clips) or {"folder": PATH} (files cropped /
-        padded to `seconds`); split "train" or "heldout"."""
+    def dataset(self, source: str | Mapping[str, Any], split: str, seed: int = 0) -> Dataset:
+        """Source "notes" (synthesised, needs 16 kHz mono 1 s clips) or {"folder": PATH, "label": NAME}
+        (files cropped / padded to `seconds`); split "train" or "heldout"; `seed` draws the notes or the
+        folder's split."""
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if source == "notes":
@@ -184,12 +200,17 @@ class AudioAdapter(ModalityAdapter):
                     "the notes dataset is 1 s of mono audio at 16 kHz; set sample_rate: 16000, channels: 1, "
                     f"seconds: 1.0 (got {self.sample_rate}, {self.channels}, {self.seconds})"
                 )
-            return NotesDataset(split)
-        if isinstance(source, Mapping) and set(source) == {"folder"}:
-            return AudioFolder(
-                source["folder"], split, self.sample_rate, self.channels, self.seconds, self.token_seconds
-            )
-        raise KeyError(f"unknown audio dataset {source!r}; valid sources: 'notes', {{'folder': PATH}}")
+            return NotesDataset(split, seed=seed)
+        folder = folder_source(source, "audio", bundled=["notes"])
+        return AudioFolder(
+            folder.path, split, self.sample_rate, self.channels, self.seconds, self.token_seconds,
+            seed=seed, label=folder.label,
+        )  # fmt: skip
+
+    def reconstruction_loss(self, prediction: Tensor, target: Tensor) -> Tensor:
+        """A codec stage's loss: mean absolute error of the samples plus the multi-resolution STFT loss
+        (magnitudes at 256-2048-point FFTs), which hears the noise floor an L1 on samples hardly sees."""
+        return (prediction - target).abs().mean() + multi_resolution_stft_loss(prediction, target)
 
     def evaluate(
         self, generated: Tensor, labels: Mapping[str, Tensor], train: Dataset, heldout: Dataset

@@ -182,8 +182,8 @@ class AudioFolder(Dataset):
     """Sound files (WAV / FLAC / OGG) under `root`, recursively: read once, resampled to `sample_rate`,
     mixed to `channels` (see `read_audio`) and cropped / zero-padded to `seconds`.
 
-    Labels: with every file inside a first-level sub-folder, the sub-folder's name is the class
-    (`classes = {"class": sorted names}`); with every file directly in `root` there are no labels.
+    Labels: with every file inside a first-level sub-folder, the sub-folder's name is the class of
+    `label` (`classes = {label: sorted names}`); with every file directly in `root` there are no labels.
     Files that cannot be used (unreadable, empty, NaN samples, shorter than `min_seconds`) are skipped with
     one warning that counts them and names the first; `skipped` lists (path, reason).
     """
@@ -198,9 +198,10 @@ class AudioFolder(Dataset):
         min_seconds: float,
         heldout_fraction: float = 0.1,
         seed: int = 0,
+        label: str = "class",
     ) -> None:
         self.root = Path(root)
-        files, labels, self.classes = labelled_files(self.root, AUDIO_SUFFIXES, "audio")
+        files, labels, self.classes = labelled_files(self.root, AUDIO_SUFFIXES, "audio", label)
         total = round(seconds * sample_rate)
         self.media, self.seconds, self.labels, self.skipped = [], [], [], []
         index = split_indices(len(files), split, heldout_fraction, seed)
@@ -216,7 +217,7 @@ class AudioFolder(Dataset):
             media, share = fit_length(audio, total)
             self.media.append(media)
             self.seconds.append(share * seconds)
-            self.labels.append({} if labels[i] is None else {"class": labels[i]})
+            self.labels.append({} if labels[i] is None else {label: labels[i]})
         if self.skipped:
             path, reason = self.skipped[0]
             warnings.warn(

@@ -51,6 +51,10 @@ class Tokenizer(ABC):
     def decode(self, x: Tensor) -> Tensor:
         """x [B, N, F] -> audio [B, C, S] in [-1, 1], on the CPU."""
 
+    def identity(self) -> dict[str, str]:
+        """What the encoding depends on beyond the adapter's options (see `encoding_identity`)."""
+        return {}
+
     def positions(self, batch_size: int) -> Tensor:
         """pos [B, N, A] of every token (the same for every clip); here A = 1, the time column."""
         return torch.arange(self.columns, dtype=torch.float32)[None, :, None].repeat(batch_size, 1, 1)

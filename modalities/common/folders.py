@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -11,14 +13,35 @@ from torch.utils.data import Dataset
 from modalities.common.splits import split_indices
 
 
+@dataclass(frozen=True)
+class FolderSource:
+    """`data.source: {folder: PATH, label: NAME}`: a user's files under `path`, their first-level
+    sub-folders naming the classes of label `label`."""
+
+    path: Path
+    label: str = "class"
+
+
+def folder_source(source: str | Mapping[str, Any], kind: str, bundled: Sequence[str] = ()) -> FolderSource:
+    """`source` as a folder source; anything else is an error that lists the valid sources (`bundled`
+    names, then the folder form) and names an unknown key."""
+    valid = ", ".join([*(repr(b) for b in bundled), "{'folder': PATH, 'label': NAME}"])
+    if not isinstance(source, Mapping) or "folder" not in source:
+        raise KeyError(f"unknown {kind} dataset {source!r}; valid sources: {valid}")
+    unknown = set(source) - {"folder", "label"}
+    if unknown:
+        raise KeyError(f"{kind} folder source: unknown key(s) {sorted(unknown)}; valid sources: {valid}")
+    return FolderSource(Path(source["folder"]), str(source.get("label", "class")))
+
+
 def labelled_files(
-    root: Path, suffixes: tuple[str, ...], kind: str
+    root: Path, suffixes: tuple[str, ...], kind: str, label: str = "class"
 ) -> tuple[list[Path], list[int | None], dict]:
     """Files under `root` (recursively) whose suffix is one of `suffixes`, sorted by relative path (so a
     fixed-seed split does not depend on the file system's listing order).
 
     Returns (files, label per file, classes): with every file inside a first-level sub-folder, the
-    sub-folder's name is the class (`classes = {"class": sorted names}`, labels index it); with every file
+    sub-folder's name is the class (`classes = {label: sorted names}`, labels index it); with every file
     directly in `root` there are no labels (None each, classes {}). A mix of both is an error."""
     if not root.is_dir():
         raise FileNotFoundError(f"{kind} folder {root} does not exist")
@@ -37,15 +60,15 @@ def labelled_files(
         )
     names = sorted({f for f in folders if f is not None})
     labels = [names.index(f) if names else None for f in folders]
-    return files, labels, ({"class": names} if names else {})
+    return files, labels, ({label: names} if names else {})
 
 
 class MediaFolder(Dataset):
     """Files with one of `suffixes` under `root` (recursively), read lazily by `read(path) -> Tensor`.
 
-    Labels: with every file inside a first-level sub-folder, the sub-folder's name is the class
-    (`classes = {"class": sorted names}`); with every file directly in `root` there are no labels. A fixed
-    seed splits the sorted file list into train and held-out. `kind` names the media in errors ("image").
+    Labels: with every file inside a first-level sub-folder, the sub-folder's name is the class of label
+    `label` (`classes = {label: sorted names}`); with every file directly in `root` there are no labels.
+    A fixed seed splits the sorted file list into train and held-out. `kind` names the media in errors.
     """
 
     def __init__(
@@ -57,9 +80,10 @@ class MediaFolder(Dataset):
         kind: str,
         heldout_fraction: float = 0.1,
         seed: int = 0,
+        label: str = "class",
     ) -> None:
-        self.root, self.read = Path(root), read
-        files, labels, self.classes = labelled_files(self.root, suffixes, kind)
+        self.root, self.read, self.label = Path(root), read, label
+        files, labels, self.classes = labelled_files(self.root, suffixes, kind, label)
         index = split_indices(len(files), split, heldout_fraction, seed)
         self.files = [files[i] for i in index]
         self.labels = [labels[i] for i in index]
@@ -68,5 +92,11 @@ class MediaFolder(Dataset):
         return len(self.files)
 
     def __getitem__(self, i: int) -> dict:
-        labels = {} if self.labels[i] is None else {"class": self.labels[i]}
-        return {"media": self.read(self.files[i]), "labels": labels}
+        labels = {} if self.labels[i] is None else {self.label: self.labels[i]}
+        try:
+            media = self.read(self.files[i])
+        except (ValueError, OSError) as err:
+            if str(self.files[i]) in str(err):
+                raise
+            raise ValueError(f"cannot read {self.files[i]}: {err}") from err
+        return {"media": media, "labels": labels}

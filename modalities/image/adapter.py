@@ -1,9 +1,10 @@
 """Images as a stream of patch tokens: pixels in [0, 1] <-> non-overlapping p×p patches in [-1, 1], ViT / DiT
-style, with each patch's (row, column) as its position."""
+style, with each patch's (row, column) as its position; or, with a codec, p×p patches of the codec's
+normalised latents, as SD3 and DiT diffuse images (`modalities.image.codec_tokens`)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,19 +17,30 @@ from torch.utils.data import Dataset
 
 from mmdit.contract import Tokens
 from modalities.common.digits import DigitsDataset
+from modalities.common.folders import folder_source
+from modalities.common.gridded import GridAdapter
 from modalities.common.grids import to_pil
 from modalities.common.image_files import read_image
 from modalities.common.judges import ClassifierJudge, frechet_distance
-from modalities.common.patches import PatchAdapter, patchify, unpatchify
+from modalities.common.patches import patchify, unpatchify
 from modalities.common.splits import SPLITS, matching_subset
+from modalities.image.codec_tokens import ImageCodec
 from modalities.image.datasets import ImageFolder
 
 
-class ImageAdapter(PatchAdapter):
+class ImageAdapter(GridAdapter):
     """Images [B, C, H, W] in [0, 1] as tokens x [B, (H/p)(W/p), p*p*C] in [-1, 1], pos (h, w) in patches.
 
     `size` = (H, W) is the default sampling size and fixes the extent of a sin-cos position table; folder
     datasets are resized to it.
+
+    `codec` = PATH (a 2-D codec export, codec.safetensors, or a local diffusers `AutoencoderKL` folder, of
+    `channels` channels): images are diffused in its learned latent, as SD3 / DiT do. Pixels in [0, 1] ->
+    [-1, 1] -> the encoder's posterior mode z [B, D, H/f, W/f] (D latent channels, f its downsampling) ->
+    (z - shift) · scale -> tokens x [B, (H/f/p)(W/f/p), p*p*D], pos (h, w) in latent patches; `decode` runs
+    the codec's decoder and maps its output to [0, 1], clamped. `size` stays in pixels and must be divisible
+    by f·p; `channels` (the attribute channel-fastest guidance reads) becomes D, and `image_channels` keeps
+    C. Files, previews, datasets and evaluation stay in pixels; `encoding_identity` is the codec's digest.
     """
 
     name = "image"
@@ -40,25 +52,78 @@ class ImageAdapter(PatchAdapter):
         patch_size: int = 2,
         size: tuple[int, int] | list[int] = (32, 32),
         positions: str = "rope",
+        codec: str | None = None,
     ) -> None:
-        super().__init__(channels, patch_size, size, positions)
+        if len(size) != 2:
+            raise ValueError(f"image size {tuple(size)} must be (H, W)")
+        # C, the channels of the images (files, datasets, `encode`'s input, `decode`'s output); the frozen
+        # codec whose normalised latents the tokens carry, or None (pixels); f, pixels per latent cell.
+        self.image_channels = channels
+        self.codec = None if codec is None else ImageCodec(codec, channels)
+        self.downsampling = 1 if self.codec is None else self.codec.downsampling
+        super().__init__(
+            channels if self.codec is None else self.codec.latent_channels, patch_size, size, positions
+        )
+
+    def _check_size(self, size: Sequence[int]) -> tuple[int, ...]:
+        """A size (H, W) in pixels, checked: divisible by the patch, times the codec's downsampling."""
+        if self.codec is None:
+            return super()._check_size(size)
+        f = self.downsampling
+        if len(size) != 2 or any(n % (f * p) for n, p in zip(size, self.patch, strict=True)):
+            raise ValueError(
+                f"image size {tuple(size)} must be (H, W) divisible by the codec's downsampling {f} × "
+                f"patch_size {self.patch_size} = {tuple(f * p for p in self.patch)} (codec {self.codec.path})"
+            )
+        return tuple(int(n) for n in size)
+
+    def token_grid(self, extent: Sequence[int]) -> list[int]:
+        """Patches per axis of an image of `extent` pixels: extent / (f·p)."""
+        return [n // (self.downsampling * p) for n, p in zip(extent, self.patch, strict=True)]
 
     def encode(self, media: Tensor, numbers: Mapping[str, Tensor] | None = None) -> Tokens:
-        """Images [B, C, H, W] in [0, 1] -> Tokens(x [B, N, p*p*C] in [-1, 1], pos [B, N, 2], mask).
-        Images are never padded, so `numbers` is unused."""
-        if media.ndim != 4 or media.shape[1] != self.channels:
-            raise ValueError(f"images must be [B, C={self.channels}, H, W], got {tuple(media.shape)}")
-        x, pos = patchify(media * 2 - 1, self.patch_size)
+        """Images [B, C, H, W] in [0, 1] -> Tokens(x [B, N, F], pos [B, N, 2], mask all True): F = p*p*C
+        values in [-1, 1], or with a codec p*p*D normalised latents (N = (H/f/p)(W/f/p), computed without
+        gradients on the images' device). Images are never padded, so `numbers` is unused."""
+        if self.codec is None:
+            return super().encode(media, numbers)
+        if media.ndim != 4 or media.shape[1] != self.image_channels:
+            raise ValueError(f"images must be [B, C={self.image_channels}, H, W], got {tuple(media.shape)}")
+        step = [self.downsampling * p for p in self.patch]
+        if any(n % k for n, k in zip(media.shape[2:], step, strict=True)):
+            raise ValueError(
+                f"images {tuple(media.shape)}: H, W must be divisible by the codec's downsampling "
+                f"{self.downsampling} × patch_size {self.patch_size} = {tuple(step)}"
+            )
+        x, pos = patchify(self.codec.encode(self.to_values(media)), self.patch)
         return Tokens(x, pos, torch.ones(x.shape[:2], dtype=torch.bool, device=x.device))
 
     def decode(self, tokens: Tokens) -> Tensor:
-        """Tokens -> images [B, C, H, W] in [0, 1] (clamped: a sampler's output may overshoot)."""
-        images = unpatchify(tokens.x, tokens.pos, self.patch_size, self.channels)
-        return ((images + 1) / 2).clamp(0, 1)
+        """Tokens in `encode`'s order -> images [B, C, H, W] in [0, 1] (extent from the positions; with a
+        codec, the decoder's output of the un-normalised latents, H = f·p·rows), on the tokens' device."""
+        if self.codec is None:
+            return super().decode(tokens)
+        latents = unpatchify(tokens.x, tokens.pos, self.patch, self.channels)
+        return self.from_values(self.codec.decode(latents))
+
+    def encoding_identity(self) -> dict[str, Any]:
+        """{"codec": sha256 of the codec file or folder} with a codec (tokens cached under another codec are
+        stale); {} without."""
+        return {} if self.codec is None else {"codec": self.codec.digest}
+
+    def to_values(self, media: Tensor) -> Tensor:
+        return media * 2 - 1
+
+    def from_values(self, values: Tensor) -> Tensor:
+        """[-1, 1] -> [0, 1], clamped (a sampler's output may overshoot)."""
+        return ((values + 1) / 2).clamp(0, 1)
+
+    def preview_values(self, media: Tensor) -> Tensor:
+        return media
 
     def load(self, path: str | Path) -> Tensor:
         """An image file -> float [C, H, W] in [0, 1], converted to this adapter's channel count."""
-        return read_image(path, self.channels)
+        return read_image(path, self.image_channels)
 
     def save(self, item: Tensor, path: str | Path) -> Path:
         """item [C, H, W] in [0, 1] -> an 8-bit PNG at `path`."""
@@ -67,21 +132,20 @@ class ImageAdapter(PatchAdapter):
         to_pil(item).save(path, format="PNG")
         return path
 
-    def dataset(self, source: str | Mapping[str, Any], split: str) -> Dataset:
-        """Source "digits" (scikit-learn's 8×8 digits, needs channels=1, size=(8, 8)) or {"folder": PATH}
-        (resized to `size`); split "train" or "heldout"."""
+    def dataset(self, source: str | Mapping[str, Any], split: str, seed: int = 0) -> Dataset:
+        """Source "digits" (scikit-learn's 8×8 digits, needs channels=1, size=(8, 8)) or {"folder": PATH,
+        "label": NAME} (resized to `size`); split "train" or "heldout"; `seed` draws the split."""
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if source == "digits":
-            if (self.channels, self.size) != (1, (8, 8)):
+            if (self.image_channels, self.size) != (1, (8, 8)):
                 raise ValueError(
                     "the digits dataset is 1×8×8; set channels: 1 and size: [8, 8] "
-                    f"(got channels: {self.channels}, size: {list(self.size)})"
+                    f"(got channels: {self.image_channels}, size: {list(self.size)})"
                 )
-            return DigitsDataset(split)
-        if isinstance(source, Mapping) and set(source) == {"folder"}:
-            return ImageFolder(source["folder"], split, size=self.size, channels=self.channels)
-        raise KeyError(f"unknown image dataset {source!r}; valid sources: 'digits', {{'folder': PATH}}")
+            return DigitsDataset(split, seed)
+        folder = folder_source(source, "image", bundled=["digits"])
+        return ImageFolder(folder.path, split, self.size, self.image_channels, seed=seed, label=folder.label)
 
     def evaluate(
         self, generated: Tensor, labels: Mapping[str, Tensor], train: Dataset, heldout: Dataset

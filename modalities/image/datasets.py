@@ -25,10 +25,11 @@ class ImageFolder(MediaFolder):
         channels: int = 3,
         heldout_fraction: float = 0.1,
         seed: int = 0,
+        label: str = "class",
     ) -> None:
         pil_mode(channels)
         size = None if size is None else (int(size[0]), int(size[1]))
         super().__init__(
             root, split, IMAGE_SUFFIXES, partial(read_image, channels=channels, size=size), "image",
-            heldout_fraction, seed,
+            heldout_fraction, seed, label,
         )  # fmt: skip

@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 
 from mmdit.cache import cache_key
 from mmdit.contract import ModalityAdapter, StreamSpec, Tokens
+from modalities.common.folders import folder_source
 from modalities.common.judges import ClassifierJudge
 from modalities.common.splits import SPLITS, matching_subset
 from modalities.mesh.datasets import MeshFolder, ShapesDataset, read_mesh
@@ -112,12 +113,12 @@ class MeshAdapter(ModalityAdapter):
         self.tokenizer.geometry(item).export(path)
         return path
 
-    def preview(self, media: Tensor, path: str | Path) -> Path:
-        """A PNG grid of shaded renders (meshes) or scatter plots (points), ceil(sqrt(B)) columns, all from
-        one fixed camera over the unit cube."""
+    def preview(self, media: Tensor, path: str | Path, columns: int | None = None) -> Path:
+        """A PNG grid of shaded renders (meshes) or scatter plots (points), `columns` wide (default
+        ceil(sqrt(B))), all from one fixed camera over the unit cube."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        cols = math.ceil(math.sqrt(len(media)))
+        cols = columns or math.ceil(math.sqrt(len(media)))
         rows = math.ceil(len(media) / cols)
         fig = plt.figure(figsize=(2 * cols, 2 * rows), dpi=80)
         for i, item in enumerate(media.detach().float().cpu()):
@@ -128,17 +129,19 @@ class MeshAdapter(ModalityAdapter):
         plt.close(fig)
         return path
 
-    def dataset(self, source: str | Mapping[str, Any], split: str) -> Dataset:
-        """Source "shapes" (the bundled primitives) or {"folder": PATH} (a user's mesh files); split
-        "train" or "heldout". Encodings are cached (see `modalities/mesh/datasets.py`)."""
+    def dataset(self, source: str | Mapping[str, Any], split: str, seed: int = 0) -> Dataset:
+        """Source "shapes" (the bundled primitives: one fixed set, whatever `seed`) or {"folder": PATH,
+        "label": NAME} (a user's mesh files, split by `seed`); split "train" or "heldout". Encodings are
+        cached (see `modalities/mesh/datasets.py`)."""
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         tok = self.tokenizer
         if source == "shapes":
             return ShapesDataset(split, tok.from_mesh, tok.settings, MARGIN)
-        if isinstance(source, Mapping) and set(source) == {"folder"}:
-            return MeshFolder(source["folder"], split, tok.from_mesh, tok.settings, MARGIN)
-        raise KeyError(f"unknown mesh dataset {source!r}; valid sources: 'shapes', {{'folder': PATH}}")
+        folder = folder_source(source, "mesh", bundled=["shapes"])
+        return MeshFolder(
+            folder.path, split, tok.from_mesh, tok.settings, MARGIN, seed=seed, label=folder.label
+        )
 
     def evaluate(
         self, generated: Tensor, labels: Mapping[str, Tensor], train: Dataset, heldout: Dataset

@@ -184,9 +184,9 @@ class ShapesDataset(CachedMeshes):
 
 class MeshFolder(CachedMeshes):
     """Mesh files under `root` (recursively). Labels: with every file inside a first-level sub-folder, the
-    sub-folder's name is the class (`classes = {"class": sorted names}`); with every file directly in
-    `root` there are none. Files trimesh cannot read, empty meshes, point clouds and meshes with NaN
-    vertices are skipped with a warning that counts them and names the first five. The encodings are
+    sub-folder's name is the class of `label` (`classes = {label: sorted names}`); with every file
+    directly in `root` there are none. Files trimesh cannot read, empty meshes, point clouds and meshes
+    with NaN vertices are skipped with a warning that counts them and names the first five. The encodings are
     cached in `root/.mmdit-cache/`."""
 
     def __init__(
@@ -198,9 +198,10 @@ class MeshFolder(CachedMeshes):
         margin: float,
         heldout_fraction: float = 0.1,
         seed: int = 0,
+        label: str = "class",
     ) -> None:
         self.root, self.margin = Path(root), margin
-        files, labels, self.classes = labelled_files(self.root, MESH_SUFFIXES, "mesh")
+        files, labels, self.classes = labelled_files(self.root, MESH_SUFFIXES, "mesh", label)
         chosen = split_indices(len(files), split, heldout_fraction, seed)
         self.files = [files[i] for i in chosen]
         self._labels = [-1 if labels[i] is None else labels[i] for i in chosen]  # -1: unlabelled

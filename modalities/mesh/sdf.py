@@ -21,12 +21,12 @@ import warnings
 import numpy as np
 import torch
 import trimesh
-from einops import rearrange
 from scipy.spatial import cKDTree
 from skimage.measure import marching_cubes
 from torch import Tensor
 
 from mmdit.contract import StreamSpec, Tokens
+from modalities.common.patches import grid_positions, patchify, unpatchify
 
 CHUNK = 1 << 16  # point-triangle pairs per batched winding-number evaluation (small enough for the cache)
 SURFACE_SAMPLES = 20_000
@@ -195,13 +195,6 @@ def grid_to_mesh(grid: Tensor, keep_fraction: float = 0.05) -> trimesh.Trimesh:
     return mesh
 
 
-def grid_positions_3d(cells: int, batch_size: int) -> Tensor:
-    """(x, y, z) index of every block of a cells³ grid, x slowest: float [B, cells³, 3]."""
-    axis = torch.arange(cells, dtype=torch.float32)
-    pos = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)
-    return pos.expand(batch_size, -1, -1).clone()
-
-
 class SdfTokenizer:
     """SDF grids [B, 1, R, R, R] in [-1, 1] <-> tokens x [B, (R/p)³, p³] (one p×p×p block of cells per
     token, ViT-style 3D patches) with the block's (x, y, z) index as its RoPE position. The round trip is
@@ -231,19 +224,15 @@ class SdfTokenizer:
         r = self.resolution
         if media.ndim != 5 or tuple(media.shape[1:]) != (1, r, r, r):
             raise ValueError(f"sdf grids must be [B, 1, {r}, {r}, {r}], got {tuple(media.shape)}")
-        p = self.patch_size
-        x = rearrange(media, "b c (x p) (y q) (z s) -> b (x y z) (p q s c)", p=p, q=p, s=p)
-        pos = grid_positions_3d(self.cells, len(media)).to(media.device)
+        x, pos = patchify(media, (self.patch_size,) * 3)
         return Tokens(x, pos, torch.ones(x.shape[:2], dtype=torch.bool, device=x.device))
 
     def decode(self, tokens: Tokens) -> Tensor:
         """Tokens in `encode`'s order -> grids [B, 1, R, R, R], clamped to [-1, 1] (samplers overshoot)."""
-        n, p = self.cells, self.patch_size
-        grid = rearrange(tokens.x, "b (x y z) (p q s) -> b 1 (x p) (y q) (z s)", x=n, y=n, p=p, q=p)
-        return grid.clamp(-1, 1)
+        return unpatchify(tokens.x, tokens.pos, (self.patch_size,) * 3, channels=1).clamp(-1, 1)
 
     def layout(self, batch_size: int) -> Tokens:
-        pos = grid_positions_3d(self.cells, batch_size)
+        pos = grid_positions((self.cells,) * 3, batch_size)
         x = torch.zeros(batch_size, pos.shape[1], self.patch_size**3)
         return Tokens(x, pos, torch.ones(x.shape[:2], dtype=torch.bool))
 

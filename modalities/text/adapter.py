@@ -22,7 +22,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from mmdit.contract import DiscreteAdapter, StreamSpec, Tokens
-from modalities.common.folders import MediaFolder
+from modalities.common.folders import MediaFolder, folder_source
 from modalities.common.splits import SPLITS
 
 PAD, BOS, EOS = 256, 257, 258
@@ -138,8 +138,8 @@ class TextAdapter(DiscreteAdapter):
         path.write_text(decode_text(item) + "\n", encoding="utf-8")
         return path
 
-    def preview(self, media: Tensor, path: str | Path) -> Path:
-        """The texts of a batch, one per line, as a PNG."""
+    def preview(self, media: Tensor, path: str | Path, columns: int | None = None) -> Path:
+        """The texts of a batch, one per line, as a PNG (`columns` is unused: one text per line)."""
         lines = [f"{i}: {decode_text(ids)}" for i, ids in enumerate(media)]
         figure = Figure(figsize=(6, 0.3 * len(lines) + 0.4))
         figure.text(0.02, 0.98, "\n".join(lines), va="top", family="monospace", fontsize=9)
@@ -148,11 +148,10 @@ class TextAdapter(DiscreteAdapter):
         figure.savefig(path, dpi=100)
         return path
 
-    def dataset(self, source: str | Mapping[str, Any], split: str) -> Dataset:
-        """{"folder": PATH} of UTF-8 .txt files, one text each (sub-folders name classes)."""
-        if isinstance(source, Mapping) and set(source) == {"folder"}:
-            return MediaFolder(source["folder"], split, (".txt",), self.load, "text")
-        raise KeyError(f"unknown text dataset {source!r}; valid sources: {{'folder': PATH}}")
+    def dataset(self, source: str | Mapping[str, Any], split: str, seed: int = 0) -> Dataset:
+        """{"folder": PATH, "label": NAME} of UTF-8 .txt files, one text each (sub-folders name classes)."""
+        folder = folder_source(source, "text")
+        return MediaFolder(folder.path, split, (".txt",), self.load, "text", seed=seed, label=folder.label)
 
     def evaluate(self, generated, labels, train, heldout):
         raise ValueError("texts are judged in a unified recipe (`mmdit eval` names the described class)")

@@ -19,43 +19,13 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from mmdit.contract import ModalityAdapter, StreamSpec, Tokens
+from modalities.common.folders import folder_source
 from modalities.common.grids import grid_image, to_pil
+from modalities.common.patches import grid_positions, patchify, unpatchify
 from modalities.common.splits import SPLITS
 from modalities.video.datasets import DIRECTIONS, MovingDigits, VideoFolder
 from modalities.video.files import read_video, write_video
 from modalities.video.metrics import MovingDigitJudge, folder_scores
-
-
-def tubelet_positions(grid: tuple[int, int, int], batch_size: int, device=None) -> Tensor:
-    """(t, h, w) coordinates of a t×h×w tubelet grid in row-major order: float [B, t*h*w, 3]."""
-    axes = [torch.arange(n, device=device) for n in grid]
-    return torch.cartesian_prod(*axes).float().expand(batch_size, -1, -1).clone()
-
-
-def tubeletify(clips: Tensor, tubelet: tuple[int, int, int]) -> tuple[Tensor, Tensor]:
-    """clips [B, C, T, H, W] -> (x [B, N, pt*ph*pw*C], pos [B, N, 3]), N = (T/pt)(H/ph)(W/pw) in (t, h, w)
-    row-major order; each token's features run over its frames, rows, columns, then channels."""
-    pt, ph, pw = tubelet
-    b, _, t, h, w = clips.shape
-    if t % pt or h % ph or w % pw:
-        raise ValueError(
-            f"clip shape {tuple(clips.shape)}: T, H, W must be divisible by the tubelet {tuple(tubelet)}"
-        )
-    x = rearrange(clips, "b c (t i) (h j) (w k) -> b (t h w) (i j k c)", i=pt, j=ph, k=pw)
-    return x, tubelet_positions((t // pt, h // ph, w // pw), b, clips.device)
-
-
-def untubeletify(x: Tensor, pos: Tensor, tubelet: tuple[int, int, int], channels: int) -> Tensor:
-    """x [B, N, pt*ph*pw*C] in `tubeletify`'s order, pos [B, N, 3] -> clips [B, C, T, H, W]; the grid is
-    read from pos."""
-    pt, ph, pw = tubelet
-    t, h, w = (int(pos[..., a].max()) + 1 for a in range(3))
-    if x.shape[1:] != (t * h * w, pt * ph * pw * channels):
-        raise ValueError(
-            f"tokens {tuple(x.shape)} do not fill a {t}×{h}×{w} grid of {pt}×{ph}×{pw}×{channels} tubelets "
-            f"(expected [B, {t * h * w}, {pt * ph * pw * channels}])"
-        )
-    return rearrange(x, "b (t h w) (i j k c) -> b c (t i) (h j) (w k)", t=t, h=h, w=w, i=pt, j=ph, k=pw)
 
 
 def frame_mask(pos: Tensor, frames: Tensor | None, pt: int) -> Tensor:
@@ -117,19 +87,19 @@ class VideoAdapter(ModalityAdapter):
         `numbers["frames"]` [B] masks the tubelets that start after each clip's real frames."""
         if media.ndim != 5 or media.shape[1] != self.channels:
             raise ValueError(f"clips must be [B, C={self.channels}, T, H, W], got {tuple(media.shape)}")
-        x, pos = tubeletify(media * 2 - 1, self.tubelet)
+        x, pos = patchify(media * 2 - 1, self.tubelet)
         return Tokens(x, pos, frame_mask(pos, (numbers or {}).get("frames"), self.tubelet[0]))
 
     def decode(self, tokens: Tokens) -> Tensor:
         """Tokens -> clips [B, C, T, H, W] in [0, 1] (clamped: a sampler's output may overshoot); padding
         tubelets are decoded too, the caller trims with its frame counts."""
-        clips = untubeletify(tokens.x, tokens.pos, self.tubelet, self.channels)
+        clips = unpatchify(tokens.x, tokens.pos, self.tubelet, self.channels)
         return ((clips + 1) / 2).clamp(0, 1)
 
     def layout(self, batch_size: int, numbers: Mapping[str, Tensor] | None = None) -> Tokens:
         """Zeros x [B, N, F] and positions for clips of the adapter's frames and size; `numbers["frames"]`
         [B] asks for shorter clips (their padding tubelets are masked)."""
-        pos = tubelet_positions(self.grid, batch_size)
+        pos = grid_positions(self.grid, batch_size)
         x = torch.zeros(batch_size, pos.shape[1], self.features)
         return Tokens(x, pos, frame_mask(pos, (numbers or {}).get("frames"), self.tubelet[0]))
 
@@ -143,7 +113,7 @@ class VideoAdapter(ModalityAdapter):
         (a path without suffix), at the adapter's fps."""
         return write_video(item, path, self.fps)
 
-    def preview(self, media: Tensor, path: str | Path) -> Path:
+    def preview(self, media: Tensor, path: str | Path, columns: int | None = None) -> Path:
         """media [B, C, T, H, W] -> a PNG frame strip at `path` (one row per clip, time left to right) and
         beside it an animated GIF of the clips in a square grid, both upscaled (nearest) to >= 64 px cells."""
         path = Path(path)
@@ -152,13 +122,14 @@ class VideoAdapter(ModalityAdapter):
         b, _, t = media.shape[:3]
         strip = grid_image(rearrange(media, "b c t h w -> (b t) c h w"), cols=t)
         to_pil(strip).save(path, format="PNG")
-        frames = torch.stack([grid_image(media[:, :, i]) for i in range(t)], dim=1)
+        frames = torch.stack([grid_image(media[:, :, i], columns) for i in range(t)], dim=1)
         write_video(frames, path.with_suffix(".gif"), self.fps)
         return path
 
-    def dataset(self, source: str | Mapping[str, Any], split: str) -> Dataset:
+    def dataset(self, source: str | Mapping[str, Any], split: str, seed: int = 0) -> Dataset:
         """Source "moving-digits" (generated; needs channels=1, size=(32, 32), frames=8) or
-        {"folder": PATH} of video files (cut / padded to `frames`, resized to `size`, at `fps`)."""
+        {"folder": PATH, "label": NAME} of video files (cut / padded to `frames`, resized to `size`, at
+        `fps`); `seed` draws the split and the generated motion."""
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if source == "moving-digits":
@@ -168,11 +139,10 @@ class VideoAdapter(ModalityAdapter):
                     "moving-digits clips are 1×8×32×32; set channels: 1, size: [32, 32], frames: 8 (got "
                     f"channels: {self.channels}, size: {list(self.size)}, frames: {self.frames})"
                 )
-            return MovingDigits(split)
-        if isinstance(source, Mapping) and set(source) == {"folder"}:
-            return VideoFolder(source["folder"], split, self.size, self.frames, self.fps, self.channels)
-        raise KeyError(
-            f"unknown video dataset {source!r}; valid sources: 'moving-digits', {{'folder': PATH}}"
+            return MovingDigits(split, seed=seed)
+        folder = folder_source(source, "video", bundled=["moving-digits"])
+        return VideoFolder(
+            folder.path, split, self.size, self.frames, self.fps, self.channels, seed=seed, label=folder.label
         )
 
     def evaluate(
@@ -185,7 +155,7 @@ class VideoAdapter(ModalityAdapter):
         real = [heldout[i] for i in range(len(heldout))]
         clips = torch.stack([item["media"] for item in real])
         if not isinstance(train, MovingDigits):
-            key = "class" if "class" in labels and getattr(train, "classes", {}) else None
+            key = next((k for k in getattr(train, "classes", {}) if k in labels), None)
             train_items = [train[i] for i in range(len(train))]
             train_clips = torch.stack([item["media"] for item in train_items])
             if key is None:

@@ -69,7 +69,7 @@ class MovingDigits(Dataset):
     classes = {"digit": [str(d) for d in range(10)], "direction": list(DIRECTIONS)}
 
     def __init__(self, split: str, clips_per_digit: int = 8, seed: int = 0) -> None:
-        self.digits = DigitsDataset(split)
+        self.digits = DigitsDataset(split, seed)
         per_digit = clips_per_digit if split == "train" else 1
         count = len(self.digits) * per_digit
         limit = self.canvas - self.digits.images.shape[-1]
@@ -118,10 +118,11 @@ class VideoFolder(MediaFolder):
         channels: int = 3,
         heldout_fraction: float = 0.1,
         seed: int = 0,
+        label: str = "class",
     ) -> None:
         self.frames = frames
         read = partial(read_video, channels=channels, size=size, fps=fps, max_frames=frames)
-        super().__init__(root, split, VIDEO_SUFFIXES, read, "video", heldout_fraction, seed)
+        super().__init__(root, split, VIDEO_SUFFIXES, read, "video", heldout_fraction, seed, label)
 
     def __getitem__(self, i: int) -> dict:
         item = super().__getitem__(i)

@@ -164,12 +164,12 @@ def test_a_model_preset_sizes_the_backbone_and_recipe_keys_override_it():
 
 
 def test_rotary_base_and_label_scale_are_recipe_keys():
-    _, module = build("model.rope_theta=100", "model.label_init_std=1.0")
+    _, module = build("model.rope_theta=100", "model.label_init_std=0.02")
     assert module.model.rope_theta == 100
-    assert module.model.label_embedders["digit"].embedding.weight.std().item() > 0.5
+    assert module.model.label_embedders["digit"].embedding.weight.std().item() < 0.05
     _, default = build()
     assert default.model.rope_theta == 10000
-    assert default.model.label_embedders["digit"].embedding.weight.std().item() < 0.05
+    assert default.model.label_embedders["digit"].embedding.weight.std().item() > 0.5
 
 
 def test_mlp_activation_is_a_recipe_key_and_an_unknown_one_is_named():

@@ -12,7 +12,7 @@ from torch.utils.data import Subset
 
 from modalities import build_adapter
 from modalities.audio.datasets import MIDI_NOTES, AudioFolder, NotesDataset, note_midi, note_name
-from modalities.audio.metrics import cents_off, pitch_scores, yin_pitch
+from modalities.audio.metrics import cents_off, harmonic_to_noise_db, pitch_scores, yin_pitch
 from modalities.audio.tokenizers import DB_FLOOR, X_CEILING, X_FLOOR
 
 RATE = 16000
@@ -211,3 +211,18 @@ def test_bad_options_and_sources_are_named():
         build_adapter("audio").dataset("birdsong", "train")
     with pytest.raises(ValueError, match=r"\[B, C=1, S=16000\]"):
         build_adapter("audio").encode(torch.zeros(2, 16000))
+
+
+def test_harmonic_to_noise_ratio_rewards_clean_tones_and_hears_a_noise_floor():
+    t = torch.arange(RATE) / RATE
+    tone = sum(0.5**k * torch.sin(2 * math.pi * 220 * k * t) for k in range(1, 6))[None]  # 5 harmonics
+    f0 = torch.tensor([220.0])
+    g = torch.Generator().manual_seed(0)
+    clean, quiet, loud = (
+        harmonic_to_noise_db(tone + level * torch.randn(tone.shape, generator=g), RATE, f0).item()
+        for level in (0.0, 0.003, 0.03)
+    )
+    assert clean > 60 and clean > quiet > loud  # 10x the noise amplitude: about 20 dB lower
+    assert 15 < quiet - loud < 25
+    assert harmonic_to_noise_db(torch.randn(1, RATE, generator=g), RATE, f0).item() < -5  # noise: mostly off
+    assert math.isnan(harmonic_to_noise_db(tone, RATE, torch.tensor([float("nan")])).item())

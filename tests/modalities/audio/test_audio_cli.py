@@ -40,10 +40,11 @@ def test_fit_writes_weights_previews_and_an_audio_eval(run_dir):
     for name in ("weights.safetensors", "samples.png", "loss.png", "samples/step_000012.png"):
         assert (run_dir / name).is_file(), name
     report = json.loads((run_dir / "eval.json").read_text())
-    metrics = {"pitch_accuracy", "median_cents", "frechet_distance", "samples"}
+    metrics = {"pitch_accuracy", "median_cents", "median_hnr_db", "frechet_distance", "samples"}
     assert set(report["generated"]) == set(report["reference"]) == metrics
     assert report["generated"]["samples"] == report["reference"]["samples"] == 288
     assert report["reference"]["pitch_accuracy"] == 1.0 and report["reference"]["median_cents"] < 10
+    assert report["reference"]["median_hnr_db"] > 25  # the real notes are clean tones
     # 12 steps of a 32-wide model cannot play notes: the judges must see that.
     assert report["generated"]["pitch_accuracy"] < 0.5
     assert report["generated"]["frechet_distance"] > 10 * report["reference"]["frechet_distance"]

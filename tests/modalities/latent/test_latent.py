@@ -16,7 +16,7 @@ def test_encode_decode_is_exact_and_unscaled():
     assert tokens.x.shape == (2, 24, 16) and tokens.mask.all()
     assert tokens.x.abs().max() > 1  # values pass through as they are, not mapped into [-1, 1]
     assert torch.equal(adapter.decode(tokens), latents)
-    with pytest.raises(ValueError, match=r"latents must be \[B, C=4"):
+    with pytest.raises(ValueError, match=r"latent media must be \[B, C=4"):
         adapter.encode(torch.zeros(2, 3, 8, 12))
 
 

@@ -10,32 +10,12 @@ from torch.testing import assert_close
 from mmdit.model.positions import apply_rope, rope_angles, rope_rotation, split_head_dim
 from modalities import build_adapter
 from modalities.common.digits import DigitsDataset
-from modalities.video.adapter import VideoAdapter, frame_mask, tubeletify, untubeletify
+from modalities.video.adapter import VideoAdapter, frame_mask
 from modalities.video.datasets import DIRECTIONS, ImageClips, MovingDigits, bounce, pad_frames
 from modalities.video.metrics import MovingDigitJudge, centroids, start_directions
 
 
-@pytest.mark.parametrize("channels", [1, 3])
-@pytest.mark.parametrize("tubelet", [(1, 1, 1), (2, 4, 4), (4, 2, 8), (1, 8, 8)])
-def test_tubelet_round_trip_is_exact(channels, tubelet):
-    pt, ph, pw = tubelet
-    clips = torch.randn(2, channels, 2 * pt, 3 * ph, 2 * pw)
-    x, pos = tubeletify(clips, tubelet)
-    assert x.shape == (2, 12, pt * ph * pw * channels) and pos.shape == (2, 12, 3)
-    assert torch.equal(untubeletify(x, pos, tubelet, channels), clips)
-
-
-def test_token_order_and_features():
-    clips = torch.arange(4 * 4 * 4, dtype=torch.float32).reshape(1, 1, 4, 4, 4)  # value = 16 t + 4 h + w
-    x, pos = tubeletify(clips, (2, 2, 2))
-    assert pos[0].tolist() == [[t, h, w] for t in range(2) for h in range(2) for w in range(2)]
-    # Token (t=1, h=0, w=1): frames 2-3, rows 0-1, columns 2-3, frame-major then row-major.
-    assert x[0, 5].tolist() == [34.0, 35.0, 38.0, 39.0, 50.0, 51.0, 54.0, 55.0]
-
-
 def test_shapes_that_do_not_divide_are_named():
-    with pytest.raises(ValueError, match=r"\(1, 1, 3, 4, 4\)"):
-        tubeletify(torch.zeros(1, 1, 3, 4, 4), (2, 2, 2))
     with pytest.raises(ValueError, match="frames 7"):
         VideoAdapter(frames=7, tubelet=(2, 4, 4))
     with pytest.raises(ValueError, match=r"C=1"):

@@ -45,8 +45,9 @@ def test_fit_writes_frame_strips_gifs_and_an_evaluation(run_dir):
     samples = sorted(p.name for p in (run_dir / "samples").iterdir())
     assert samples == [f"{n}.{s}" for n in ("final", "step_000006", "step_000012") for s in ("gif", "png")]
     frames = decoded_frames(run_dir / "samples" / "final.gif")
-    # A 2×2 grid of 32-px clips upscaled to 64-px cells with 2-px borders, 8 frames.
-    assert len(frames) == 8 and frames[0].shape == (2 * 66 + 2, 2 * 66 + 2)
+    # 4 clips asking for digits 0-3 in one row (a column per class), 32 px upscaled to 64-px cells with
+    # 2-px borders, 8 frames.
+    assert len(frames) == 8 and frames[0].shape == (66 + 2, 4 * 66 + 2)
     report = json.loads((run_dir / "eval.json").read_text())
     metrics = {"frame_digit_accuracy", "same_digit_share", "direction_accuracy", "samples"}
     assert set(report["generated"]) == set(report["reference"]) == metrics

@@ -1,0 +1,21 @@
+"""Learned codecs: autoencoders whose latents the diffusion model learns."""
+
+from mmdit.codecs.autoencoder import AutoencoderConfig, ConvAutoencoder, Posterior, Reconstruction
+from mmdit.codecs.diffusers_codec import DiffusersAutoencoder, load_diffusers_codec
+from mmdit.codecs.digest import codec_digest
+from mmdit.codecs.export import load_codec, save_codec
+from mmdit.codecs.loaded import CodecShape, LoadedCodec
+
+__all__ = [
+    "AutoencoderConfig",
+    "CodecShape",
+    "ConvAutoencoder",
+    "DiffusersAutoencoder",
+    "LoadedCodec",
+    "Posterior",
+    "Reconstruction",
+    "codec_digest",
+    "load_codec",
+    "load_diffusers_codec",
+    "save_codec",
+]

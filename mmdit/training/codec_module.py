@@ -1,0 +1,131 @@
+"""The codec stage: a recipe with an `autoencoder:` section trains a convolutional VAE on its data stream's
+media, with the same Trainer, optimizer policy, EMA, checkpoints and previews as a diffusion recipe. Its
+export (codec.safetensors) is what an adapter's `codec` option loads, so the diffusion stage learns latents.
+
+The loss is the adapter's `reconstruction_loss` plus `kl_weight` times the KL per latent element. Media whose
+extent is not a multiple of the downsampling are zero-padded at the end and cropped back.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+
+from mmdit.codecs import AutoencoderConfig, ConvAutoencoder
+from mmdit.contract import ModalityAdapter
+from mmdit.training.optim import RecipeOptimization
+from mmdit.training.step_noise import step_generator
+
+
+def autoencoder_config(recipe: DictConfig, item_shape: tuple[int, ...]) -> AutoencoderConfig:
+    """The VAE for media items of `item_shape` [C, *extent]: C and the number of axes from the data, the
+    rest from the recipe's `autoencoder` section."""
+    section = recipe.autoencoder
+    return AutoencoderConfig(
+        dims=len(item_shape) - 1,
+        channels=item_shape[0],
+        latent_channels=section.latent_channels,
+        widths=tuple(section.widths),
+        strides=tuple(section.strides),
+        blocks=section.blocks,
+        kernel=section.kernel,
+        patch=section.patch,
+    )
+
+
+class CodecModule(RecipeOptimization, L.LightningModule):
+    """Trains `ConvAutoencoder(config)` on batches {"media": [B, C, *extent], ...} of the data stream."""
+
+    def __init__(
+        self,
+        recipe: DictConfig,
+        classes: Mapping[str, list[str]],
+        adapter: ModalityAdapter,
+        config: AutoencoderConfig,
+    ):
+        super().__init__()
+        self.save_hyperparameters(
+            {"recipe": OmegaConf.to_container(recipe), "classes": dict(classes), "config": config.to_dict()}
+        )
+        self.recipe, self.classes, self.adapter, self.config = recipe, dict(classes), adapter, config
+        self.model = ConvAutoencoder(config)
+
+    def _padded(self, media: Tensor) -> tuple[Tensor, tuple[int, ...]]:
+        """media [B, C, *extent] zero-padded at the end of each axis to a multiple of the downsampling."""
+        extent = tuple(media.shape[2:])
+        factor = self.config.downsampling
+        padding = [p for n in reversed(extent) for p in (0, -n % factor)]
+        return F.pad(media, padding), extent
+
+    def reconstruct(self, media: Tensor, sample: bool = False, generator=None) -> tuple[Tensor, Any]:
+        """media [B, C, *extent] -> (reconstruction of the same shape, the posterior); the posterior's mean
+        is decoded unless `sample`."""
+        padded, extent = self._padded(media)
+        posterior = self.model.encode(padded)
+        z = posterior.sample(generator) if sample else posterior.mode()
+        x_hat = self.model.decode(z)
+        return x_hat[(..., *(slice(0, n) for n in extent))], posterior
+
+    def losses(self, media: Tensor, sample: bool, generator=None) -> dict[str, Tensor]:
+        x_hat, posterior = self.reconstruct(media, sample, generator)
+        kl = posterior.kl().mean() / math.prod(posterior.mean.shape[1:])
+        reconstruction = self.adapter.reconstruction_loss(x_hat, media)
+        return {
+            "reconstruction": reconstruction,
+            "kl": kl,
+            "loss": reconstruction + self.recipe.autoencoder.kl_weight * kl,
+        }
+
+    def crops(self, media: Tensor, generator: torch.Generator) -> Tensor:
+        """media [B, C, *extent] -> random crops [B, C, *crop] (one offset per axis for the batch), or the
+        media itself without `autoencoder.crop`."""
+        crop = self.recipe.autoencoder.crop
+        if crop is None:
+            return media
+        extent = media.shape[2:]
+        if len(crop) != len(extent) or any(c > n for c, n in zip(crop, extent, strict=True)):
+            raise ValueError(f"autoencoder.crop {list(crop)} must fit the media's extent {list(extent)}")
+        starts = [
+            int(torch.randint(0, n - c + 1, (1,), generator=generator))
+            for c, n in zip(crop, extent, strict=True)
+        ]
+        return media[(..., *(slice(s, s + c) for s, c in zip(starts, crop, strict=True)))]
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+        generator = step_generator(self.recipe.seed, self.global_step)
+        parts = self.losses(self.crops(batch["media"], generator), True, generator)
+        if not torch.isfinite(parts["loss"]):
+            raise FloatingPointError(
+                f"codec loss is {parts['loss'].item()} at step {self.global_step}: lower optimizer.lr"
+            )
+        self.log("train/reconstruction", parts["reconstruction"])
+        self.log("train/kl", parts["kl"])
+        self.log("train/loss", parts["loss"], prog_bar=True)
+        return parts["loss"]
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        parts = self.losses(batch["media"], False)
+        self.log("val/reconstruction", parts["reconstruction"], sync_dist=True)
+        self.log("val/loss", parts["loss"], prog_bar=True, sync_dist=True)
+
+    @torch.no_grad()
+    def latent_statistics(self, dataset, items: int) -> tuple[float, float]:
+        """(shift, scale) that make the posterior means of the first `items` of `dataset` zero-mean and
+        unit-variance, as SD3's shift_factor / scaling_factor: diffusion sees (z - shift) * scale."""
+        was_training = self.training
+        self.eval()
+        means = []
+        for begin in range(0, min(items, len(dataset)), 32):
+            chunk = [dataset[i]["media"] for i in range(begin, min(items, len(dataset), begin + 32))]
+            padded, _ = self._padded(torch.stack(chunk).to(self.device))
+            means.append(self.model.encode(padded).mode().float().cpu())
+        self.train(was_training)
+        z = torch.cat(means)
+        return float(z.mean()), float(1.0 / z.std().clamp_min(1e-8))
