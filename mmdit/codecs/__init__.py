@@ -4,6 +4,7 @@ from mmdit.codecs.autoencoder import AutoencoderConfig, ConvAutoencoder, Posteri
 from mmdit.codecs.diffusers_codec import DiffusersAutoencoder, load_diffusers_codec
 from mmdit.codecs.digest import codec_digest
 from mmdit.codecs.export import load_codec, save_codec
+from mmdit.codecs.frozen import FrozenCodec
 from mmdit.codecs.loaded import CodecShape, LoadedCodec
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "CodecShape",
     "ConvAutoencoder",
     "DiffusersAutoencoder",
+    "FrozenCodec",
     "LoadedCodec",
     "Posterior",
     "Reconstruction",

@@ -1,6 +1,6 @@
 """Images as a stream of patch tokens: pixels in [0, 1] <-> non-overlapping p×p patches in [-1, 1], ViT / DiT
 style, with each patch's (row, column) as its position; or, with a codec, p×p patches of the codec's
-normalised latents, as SD3 and DiT diffuse images (`modalities.image.codec_tokens`)."""
+normalised latents, as SD3 and DiT diffuse images (`mmdit.codecs.FrozenCodec`)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from einops import rearrange
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from mmdit.codecs import FrozenCodec
 from mmdit.contract import Tokens
 from modalities.common.digits import DigitsDataset
 from modalities.common.folders import folder_source
@@ -24,7 +25,6 @@ from modalities.common.image_files import read_image
 from modalities.common.judges import ClassifierJudge, frechet_distance
 from modalities.common.patches import patchify, unpatchify
 from modalities.common.splits import SPLITS, matching_subset
-from modalities.image.codec_tokens import ImageCodec
 from modalities.image.datasets import ImageFolder
 
 
@@ -59,7 +59,8 @@ class ImageAdapter(GridAdapter):
         # C, the channels of the images (files, datasets, `encode`'s input, `decode`'s output); the frozen
         # codec whose normalised latents the tokens carry, or None (pixels); f, pixels per latent cell.
         self.image_channels = channels
-        self.codec = None if codec is None else ImageCodec(codec, channels)
+        hint = "an image codec's export or a diffusers AutoencoderKL folder"
+        self.codec = None if codec is None else FrozenCodec(codec, 2, channels, "images", hint)
         self.downsampling = 1 if self.codec is None else self.codec.downsampling
         super().__init__(
             channels if self.codec is None else self.codec.latent_channels, patch_size, size, positions
