@@ -148,6 +148,11 @@ class AutoencoderSection:
 
 
 @dataclass
+class CheckpointConfig:
+    every_n_steps: int = 1000  # checkpoints/last.ckpt every N optimizer steps (and after the last step)
+
+
+@dataclass
 class EvalConfig:
     samples: int | None = None  # items `mmdit eval` generates and judges; default one per held-out item,
     # more cycle through the held-out items' labels again
@@ -169,6 +174,7 @@ class Recipe:
     ema: EmaConfig = field(default_factory=EmaConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     autoencoder: AutoencoderSection | None = None  # set: the recipe trains a codec, not a diffusion model
     trainer: dict[str, Any] = field(default_factory=dict)
 

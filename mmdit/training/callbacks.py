@@ -77,12 +77,22 @@ class ReconstructionGrid(L.Callback):
 
 class LossCurve(L.Callback):
     """Keeps the training loss of every step and the validation loss of every validation, and plots both
-    to `loss.png` (log scale) at each validation and at the end."""
+    to `loss.png` (log scale) at each validation and at the end. The history is part of the checkpoint, so
+    a resumed run draws the whole run's curve."""
 
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / "loss.png"
         self.train: list[tuple[int, float]] = []
         self.val: list[tuple[int, float]] = []
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """{"train", "val"}: float64 [n, 2] tensors of (step, loss) rows."""
+        train = torch.tensor(self.train, dtype=torch.float64).reshape(-1, 2)
+        return {"train": train, "val": torch.tensor(self.val, dtype=torch.float64).reshape(-1, 2)}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.train = [(int(step), loss) for step, loss in state["train"].tolist()]
+        self.val = [(int(step), loss) for step, loss in state["val"].tolist()]
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         self.train.append((trainer.global_step, float(outputs["loss"])))

@@ -6,9 +6,10 @@ from collections.abc import Mapping
 
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
 from mmdit.contract import DiscreteAdapter, ModalityAdapter
+from mmdit.training.train_order import EpochOrder, ResumableLoader, SeededItems
 
 
 def data_stream(recipe: DictConfig) -> str:
@@ -71,32 +72,29 @@ class MediaDataModule(L.LightningDataModule):
     def classes(self) -> dict[str, list[str]]:
         return dict(self.train.classes)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> ResumableLoader:
         """Shuffled batches through our own DistributedSampler (one replica in one process; Lightning keeps
         a sampler that already is one, and calls its `set_epoch` each epoch). It deals each epoch's
         permutation interleaved, so over W ranks with batch b, rank r's j-th item of a step is item
         r + W·j of the batch of W·b that one process gets: with `mmdit.training.step_noise`, DDP trains
-        what one process over the same global batch trains."""
+        what one process over the same global batch trains. The loader is resumable and the items' own
+        draws are seeded by (seed, epoch, index) (`mmdit.training.train_order`): a resumed run trains
+        the batches of the uninterrupted one."""
         trainer = self.trainer
-        sampler = DistributedSampler(
+        sampler = EpochOrder(
             self.train,
             num_replicas=trainer.world_size if trainer else 1,
             rank=trainer.global_rank if trainer else 0,
-            shuffle=True,
             seed=self.seed,
-            drop_last=True,
         )
-        return self._loader(self.train, sampler=sampler, drop_last=True)
+        return ResumableLoader(SeededItems(self.train, self.seed), sampler, **self._loader_options())
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.heldout)
+        return DataLoader(self.heldout, **self._loader_options())
 
-    def _loader(self, dataset, sampler=None, drop_last: bool = False) -> DataLoader:
-        return DataLoader(
-            dataset,
+    def _loader_options(self) -> dict:
+        return dict(
             batch_size=self.batch_size,
-            sampler=sampler,
-            drop_last=drop_last,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from functools import partial
+from dataclasses import dataclass
 
 import torch
 from lightning.pytorch.plugins.precision import MixedPrecision, Precision
@@ -14,14 +14,50 @@ from omegaconf import DictConfig
 from torch import nn
 
 
-def learning_rate_factor(step: int, warmup: int, decay: str, total: int) -> float:
-    """Multiplier of the base learning rate at optimizer step `step`: linear warm-up over `warmup` steps, then
-    constant, or a cosine decay that reaches 0 at step `total`."""
-    if step < warmup:
-        return (step + 1) / warmup
-    if decay == "constant":
-        return 1.0
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / (total - warmup))))
+@dataclass
+class LearningRateSchedule:
+    """Multiplier of the base learning rate at optimizer step `step`: linear warm-up over `warmup` steps,
+    then constant, or a cosine decay from `start_factor` at step `start` (by default 1 where warm-up ends)
+    to 0 at step `total`. A LambdaLR keeps these fields in its checkpointed state.
+
+    A resumed run with a larger `trainer.max_steps` extends the schedule (`extend`): the cosine is re-laid
+    from the resumed step and its learning rate to 0 at the new total, so the rate never jumps."""
+
+    warmup: int
+    decay: str
+    total: int
+    start: int | None = None
+    start_factor: float = 1.0
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        if self.decay == "constant":
+            return 1.0
+        start = self.warmup if self.start is None else self.start
+        progress = min(1.0, max(0.0, (step - start) / (self.total - start)))
+        return self.start_factor * 0.5 * (1 + math.cos(math.pi * progress))
+
+    def extend(self, step: int, total: int) -> None:
+        """Re-lay the decay after `step` (the resumed step) to end at `total` instead of `self.total`."""
+        if total == self.total or self.decay == "constant":
+            self.total = total
+            return
+        if step >= self.warmup:
+            factor = self(step)
+            if factor == 0.0:
+                raise ValueError(
+                    f"trainer.max_steps={total} extends a cosine schedule that reached learning rate 0 at "
+                    f"step {self.total}: the steps after {step} would not train; keep "
+                    f"trainer.max_steps={self.total}, or resume a checkpoint from before its end"
+                )
+            self.start, self.start_factor = step, factor
+        if total <= max(step, self.warmup):
+            raise ValueError(
+                f"trainer.max_steps={total} ends before the cosine decay can start (step "
+                f"{max(step, self.warmup)})"
+            )
+        self.total = total
 
 
 FUSED_ADAMW_DEVICES = ("cpu", "cuda", "mps", "xpu")
@@ -47,7 +83,7 @@ def optimizer_and_schedule(
     optimizer = torch.optim.AdamW(
         trainable, lr=opt.lr, betas=tuple(opt.betas), weight_decay=opt.weight_decay, fused=fused or None
     )
-    factor = partial(learning_rate_factor, warmup=opt.warmup_steps, decay=opt.decay, total=total_steps)
+    factor = LearningRateSchedule(opt.warmup_steps, opt.decay, total_steps)
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
@@ -74,6 +110,13 @@ class RecipeOptimization:
             self.parameters(), self.recipe.optimizer, self.trainer.max_steps, scaled_loss=scaled
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def on_train_start(self) -> None:
+        """A run resumed with a larger (or smaller) `trainer.max_steps` than its checkpoint's re-lays the
+        decay from the resumed step (`LearningRateSchedule.extend`); a fresh run's schedule already ends
+        there."""
+        schedule = self.lr_schedulers().lr_lambdas[0]
+        schedule.extend(self.trainer.global_step, self.trainer.max_steps)
 
     def configure_gradient_clipping(
         self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None

@@ -8,8 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
-from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.strategies import FSDPStrategy
 from omegaconf import DictConfig, OmegaConf
 
@@ -17,11 +16,16 @@ from mmdit.model.blocks import JointBlock, SingleBlock
 from mmdit.recipe import to_yaml
 from mmdit.training.build import build
 from mmdit.training.callbacks import LossCurve, ReconstructionGrid, SampleGrid
+from mmdit.training.checkpoints import run_checkpoints
 from mmdit.training.codec_finish import finish_codec
+from mmdit.training.codec_module import CodecModule
+from mmdit.training.data import MediaDataModule
 from mmdit.training.ema import EMA
 from mmdit.training.evaluate import evaluate
 from mmdit.training.export import export_weights
 from mmdit.training.module import DiffusionModule
+from mmdit.training.resume import check_resume
+from mmdit.training.run_logs import loggers
 
 
 def run_directory(recipe: DictConfig) -> Path:
@@ -33,18 +37,6 @@ def run_directory(recipe: DictConfig) -> Path:
     if os.environ.get("LOCAL_RANK", "0") == "0" or "MMDIT_RUN_STAMP" not in os.environ:
         os.environ["MMDIT_RUN_STAMP"] = datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path("runs") / recipe.name / os.environ["MMDIT_RUN_STAMP"]
-
-
-def loggers(run_dir: Path) -> list[Logger]:
-    """CSV always (metrics.csv in the run directory); TensorBoard too when it is installed."""
-    found: list[Logger] = [CSVLogger(run_dir, name="", version="logs")]
-    try:
-        import tensorboard  # noqa: F401
-
-        found.append(TensorBoardLogger(run_dir, name="", version="tensorboard"))
-    except ImportError:
-        pass
-    return found
 
 
 def trainer_arguments(recipe: DictConfig) -> dict:
@@ -64,17 +56,38 @@ def trainer_arguments(recipe: DictConfig) -> dict:
 
 
 def fit(recipe: DictConfig, resume: str | None = None) -> Path:
-    """Train `recipe`; returns the run directory, which holds recipe.yaml, checkpoints/, logs/, samples/,
-    samples.png, loss.png, weights.safetensors (EMA; codec.safetensors for a codec recipe) and eval.json."""
+    """Train `recipe` (`train`), then export, evaluate and draw; returns the run directory, which holds
+    recipe.yaml, checkpoints/, logs/, samples/, samples.png, loss.png, weights.safetensors (EMA;
+    codec.safetensors for a codec recipe) and eval.json."""
+    trainer, datamodule, module, run_dir = train(recipe, resume)
+    if trainer.is_global_zero:
+        # Lightning's teardown has moved the module to the CPU; sampling for the eval is the slow part, so
+        # bring it back to the device that trained.
+        module = module.to(trainer.strategy.root_device)
+        if recipe.autoencoder is not None:
+            finish_codec(module, datamodule, run_dir)
+        else:
+            finish(module, run_dir)
+    return run_dir
+
+
+def train(
+    recipe: DictConfig, resume: str | None = None
+) -> tuple[L.Trainer, MediaDataModule, DiffusionModule | CodecModule, Path]:
+    """The training of `fit`: from scratch, or continuing the checkpoint `resume` of the same recipe
+    (`mmdit.training.resume`) exactly where it stopped: the same batches (`mmdit.training.train_order`),
+    noise (`mmdit.training.step_noise`) and schedule, its metrics.csv continued in the same run directory
+    and its loss curve redrawn whole. Returns the trainer, the data and training modules and the run
+    directory."""
+    resumed_step = check_resume(recipe, resume) if resume else None
     L.seed_everything(recipe.seed, workers=True)
     datamodule, module = build(recipe)  # before the run directory: a recipe that cannot build leaves none
     run_dir = run_directory(recipe)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "recipe.yaml").write_text(to_yaml(recipe))
-    codec = recipe.autoencoder is not None
-    grid = ReconstructionGrid if codec else SampleGrid
+    grid = ReconstructionGrid if recipe.autoencoder is not None else SampleGrid
     callbacks = [
-        ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor="val/loss", save_top_k=1, save_last=True),
+        *run_checkpoints(run_dir / "checkpoints", recipe.checkpoint.every_n_steps),
         grid(run_dir, recipe.sample.grid),
         LossCurve(run_dir),
     ]
@@ -84,18 +97,13 @@ def fit(recipe: DictConfig, resume: str | None = None) -> Path:
     if trainer_args.get("enable_progress_bar", True):
         callbacks.append(RichProgressBar())
     trainer = L.Trainer(
-        default_root_dir=run_dir, callbacks=callbacks, logger=loggers(run_dir), **trainer_args
+        default_root_dir=run_dir,
+        callbacks=callbacks,
+        logger=loggers(run_dir, resumed_step),
+        **trainer_args,
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
-    if trainer.is_global_zero:
-        # Lightning's teardown has moved the module to the CPU; sampling for the eval is the slow part, so
-        # bring it back to the device that trained.
-        module = module.to(trainer.strategy.root_device)
-        if codec:
-            finish_codec(module, datamodule, run_dir)
-        else:
-            finish(module, run_dir)
-    return run_dir
+    return trainer, datamodule, module, run_dir
 
 
 def finish(module: DiffusionModule, run_dir: Path) -> None:
