@@ -18,7 +18,8 @@ from torch import nn
 class LearningRateSchedule:
     """Multiplier of the base learning rate at optimizer step `step`: linear warm-up over `warmup` steps,
     then constant, or a cosine decay from `start_factor` at step `start` (by default 1 where warm-up ends)
-    to 0 at step `total`. A LambdaLR keeps these fields in its checkpointed state.
+    to 0 at step `total` (steps between warm-up and `start` are past: a resumed run never asks for them).
+    A LambdaLR keeps these fields in its checkpointed state.
 
     A resumed run with a larger `trainer.max_steps` extends the schedule (`extend`): the cosine is re-laid
     from the resumed step and its learning rate to 0 at the new total, so the rate never jumps."""

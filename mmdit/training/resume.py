@@ -13,6 +13,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from mmdit.recipe import from_yaml
+from mmdit.training.optim import LearningRateSchedule
 
 RESUMABLE_CHANGES = (
     "name",
@@ -48,8 +49,9 @@ def recipe_differences(stored: DictConfig, recipe: DictConfig) -> dict[str, tupl
 
 
 def check_resume(recipe: DictConfig, path: str | Path) -> int:
-    """Refuses, with a one-line message, a `--resume` file that is not a Lightning checkpoint of `recipe`;
-    returns the optimizer step it holds. Read as tensors and plain data only (no code runs from it)."""
+    """Refuses, with a one-line message, a `--resume` file that is not a Lightning checkpoint of `recipe`,
+    or whose learning-rate schedule cannot be extended to the recipe's `trainer.max_steps`; returns the
+    optimizer step it holds. Read as tensors and plain data only (no code runs from it)."""
     path = Path(path)
     if path.suffix != ".ckpt":
         raise ValueError(
@@ -62,6 +64,7 @@ def check_resume(recipe: DictConfig, path: str | Path) -> int:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         stored = from_yaml(json.dumps(checkpoint["hyper_parameters"]["recipe"]))
         step = int(checkpoint["global_step"])
+        schedule_state = checkpoint["lr_schedulers"][0]["lr_lambdas"][0]  # {} before schedules had state
     except Exception as err:  # a truncated or foreign file: any reader error means the same to the user
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"--resume {path} is not a readable mmdit checkpoint: {reason}") from None
@@ -73,4 +76,7 @@ def check_resume(recipe: DictConfig, path: str | Path) -> int:
             f"--resume {path} is a checkpoint of another recipe ({stored.name}): it differs in "
             f"{', '.join(shown[:6])}{more}; resume it with the recipe that trained it"
         )
+    max_steps = recipe.trainer.get("max_steps", -1)
+    if schedule_state and max_steps is not None and max_steps > step:
+        LearningRateSchedule(**schedule_state).extend(step, max_steps)  # a cosine that reached 0 is refused
     return step

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -72,13 +73,13 @@ def fit(recipe: DictConfig, resume: str | None = None) -> Path:
 
 
 def train(
-    recipe: DictConfig, resume: str | None = None
+    recipe: DictConfig, resume: str | None = None, callbacks: Sequence[L.Callback] = ()
 ) -> tuple[L.Trainer, MediaDataModule, DiffusionModule | CodecModule, Path]:
     """The training of `fit`: from scratch, or continuing the checkpoint `resume` of the same recipe
     (`mmdit.training.resume`) exactly where it stopped: the same batches (`mmdit.training.train_order`),
-    noise (`mmdit.training.step_noise`) and schedule, its metrics.csv continued in the same run directory
-    and its loss curve redrawn whole. Returns the trainer, the data and training modules and the run
-    directory."""
+    noise (`mmdit.training.step_noise`) and schedule, the metrics.csv of the run directory continued when
+    `resume` is one of its checkpoints, and the loss curve redrawn whole. `callbacks` join the run's own
+    (a caller's monitors). Returns the trainer, the data and training modules and the run directory."""
     resumed_step = check_resume(recipe, resume) if resume else None
     L.seed_everything(recipe.seed, workers=True)
     datamodule, module = build(recipe)  # before the run directory: a recipe that cannot build leaves none
@@ -87,6 +88,7 @@ def train(
     (run_dir / "recipe.yaml").write_text(to_yaml(recipe))
     grid = ReconstructionGrid if recipe.autoencoder is not None else SampleGrid
     callbacks = [
+        *callbacks,
         *run_checkpoints(run_dir / "checkpoints", recipe.checkpoint.every_n_steps),
         grid(run_dir, recipe.sample.grid),
         LossCurve(run_dir),
@@ -96,10 +98,13 @@ def train(
     trainer_args = trainer_arguments(recipe)
     if trainer_args.get("enable_progress_bar", True):
         callbacks.append(RichProgressBar())
+    own_checkpoint = (
+        resume is not None and Path(resume).resolve().parent == (run_dir / "checkpoints").resolve()
+    )
     trainer = L.Trainer(
         default_root_dir=run_dir,
         callbacks=callbacks,
-        logger=loggers(run_dir, resumed_step),
+        logger=loggers(run_dir, resumed_step if own_checkpoint else None),
         **trainer_args,
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume)

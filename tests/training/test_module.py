@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 import lightning as L
 import pytest
 import torch
@@ -14,7 +12,7 @@ from mmdit.recipe import load_recipe
 from mmdit.training import build as run_builder
 from mmdit.training.data import MediaDataModule
 from mmdit.training.module import DiffusionModule
-from mmdit.training.optim import learning_rate_factor, optimizer_and_schedule
+from mmdit.training.optim import LearningRateSchedule, optimizer_and_schedule
 
 TINY = ["model.width=32", "model.heads=2", "model.single_depth=1", "data.batch_size=32"]
 
@@ -146,10 +144,10 @@ def test_class_index_by_name_or_index():
 
 
 def test_learning_rate_warms_up_then_follows_a_cosine_to_zero():
-    factor = partial(learning_rate_factor, warmup=10, decay="cosine", total=110)
+    factor = LearningRateSchedule(warmup=10, decay="cosine", total=110)
     assert [factor(s) for s in (0, 4, 9)] == [0.1, 0.5, 1.0]
     assert factor(10) == 1.0 and factor(60) == pytest.approx(0.5) and factor(110) == pytest.approx(0.0)
-    assert learning_rate_factor(500, warmup=10, decay="constant", total=110) == 1.0
+    assert LearningRateSchedule(warmup=10, decay="constant", total=110)(500) == 1.0
 
 
 def test_a_model_preset_sizes_the_backbone_and_recipe_keys_override_it():
