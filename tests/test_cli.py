@@ -78,12 +78,14 @@ def test_export_checkpoint_carries_the_ema_weights(run_dir, tmp_path):
     )
 
 
-def test_resume_continues_from_the_checkpoint_step(run_dir, tmp_path):
+def test_resume_refuses_to_extend_a_cosine_that_has_reached_zero(run_dir, tmp_path, capsys):
+    # Continuous resume of the 24-step cosine would train at learning rate 0 (tests/training/test_resume.py
+    # resumes runs exactly); the refusal comes before a run directory is made.
     checkpoint = str(run_dir / "checkpoints" / "last.ckpt")
-    overrides = [*TINY, "trainer.max_steps=30", f"run_dir={tmp_path}"]
-    assert main(["fit", "image-digits", *overrides, "--resume", checkpoint]) == 0
-    steps = [line.split(",")[1] for line in (tmp_path / "logs" / "metrics.csv").read_text().splitlines()[1:]]
-    assert min(map(int, steps)) >= 24 and (tmp_path / "weights.safetensors").is_file()
+    overrides = [*TINY, "trainer.max_steps=30", f"run_dir={tmp_path / 'longer'}"]
+    assert main(["fit", "image-digits", *overrides, "--resume", checkpoint]) == 2
+    assert "reached learning rate 0 at step 24" in " ".join(capsys.readouterr().err.split())
+    assert not (tmp_path / "longer").exists()
 
 
 def test_sample_writes_pngs_of_the_requested_class(run_dir, tmp_path):
