@@ -77,6 +77,13 @@ def _parse_layout(given: list[str]) -> dict[str, object]:
     return options
 
 
+def _guidance_options(args: argparse.Namespace) -> dict[str, object]:
+    """--schedule, --guidance-interval, --cfg-schedule as `generate` / `evaluate` take them."""
+    return dict(
+        schedule=args.schedule, guidance_interval=args.guidance_interval, cfg_schedule=args.cfg_schedule
+    )
+
+
 def _sample(args: argparse.Namespace) -> None:
     import torch
 
@@ -96,6 +103,7 @@ def _sample(args: argparse.Namespace) -> None:
         return track(steps, description=f"sampling {args.n}", console=console, transient=True)
 
     options.update(steps=args.steps, method=args.sampler, cfg=args.cfg, seed=args.seed, progress=progress)
+    options.update(_guidance_options(args))
     options["layout"] = {module.stream: _parse_layout(args.layout)}
     media = module.generate(args.n, labels, numbers, **options)
     out = Path(args.out)
@@ -154,7 +162,8 @@ def _print_report(report: dict) -> None:
     if "sampling" in report:
         s = report["sampling"]
         console.print(
-            f"{s['samples']} samples, {s['sampler']} {s['steps']} steps, cfg {s['cfg']}, {s['seconds']} s"
+            f"{s['samples']} samples, {s['sampler']} {s['steps']} steps ({s['schedule']}, {s['nfe']} NFE), "
+            f"cfg {s['cfg']} ({s['cfg_schedule']} in t {s['guidance_interval']}), {s['seconds']} s"
         )
     else:
         c = report["codec"]
@@ -173,6 +182,7 @@ def _eval(args: argparse.Namespace) -> None:
         steps=args.steps,
         method=args.sampler,
         cfg=args.cfg,
+        **_guidance_options(args),
         samples=args.samples,
         show_progress=not args.json,
     )
@@ -266,10 +276,25 @@ def parser() -> argparse.ArgumentParser:
         cmd.add_argument("--steps", type=int, help="sampling steps (default: the recipe's)")
         cmd.add_argument(
             "--sampler",
-            choices=["euler", "heun", "ddpm", "ddim"],
-            help="euler / heun (flow) or ddpm / ddim (Gaussian); default: the recipe's",
+            choices=["euler", "heun", "dpmpp_2m", "ddpm", "ddim"],
+            help="euler / heun / dpmpp_2m (flow) or ddpm / ddim (Gaussian); default: the recipe's",
+        )
+        cmd.add_argument(
+            "--schedule",
+            choices=["uniform", "quantile", "karras"],
+            help="the steps' times: uniform, or (flow) quantile / karras; default: the recipe's",
         )
         cmd.add_argument("--cfg", type=float, help="classifier-free guidance scale (default: the recipe's)")
+        cmd.add_argument(
+            "--guidance-interval",
+            type=float,
+            nargs=2,
+            metavar=("LO", "HI"),
+            help="guide only for model times LO <= t <= HI (t = 1 is noise); default: the recipe's",
+        )
+        cmd.add_argument(
+            "--cfg-schedule", choices=["constant", "linear"], help="the scale over t; default: the recipe's"
+        )
 
     sample = sub.add_parser("sample", help="draw samples into files")
     sampling_options(sample)

@@ -121,8 +121,11 @@ class EmaConfig:
 @dataclass
 class SampleConfig:
     steps: int = 50
-    sampler: str = "heun"  # flow: euler or heun; gaussian: ddpm or ddim
+    sampler: str = "heun"  # flow: euler, heun or dpmpp_2m; gaussian: ddpm or ddim
+    schedule: str = "uniform"  # the steps' times; flow also: quantile (of training's), karras (EDM's)
     cfg: float = 1.0
+    guidance_interval: list[float] = field(default_factory=lambda: [0.0, 1.0])  # guide for lo <= t <= hi
+    cfg_schedule: str = "constant"  # or linear: guidance strength rising from 0 at noise (same mean)
     guided_channels: int | None = (
         None  # guide only each patch's first C channels (DiT's released sampling: 3)
     )

@@ -48,6 +48,8 @@ def test_fit_writes_a_complete_run_directory(run_dir):
     ]
     report = json.loads((run_dir / "eval.json").read_text())
     assert set(report) == {"recipe", "generated", "reference", "sampling"}
+    # The recipe's Heun at sample.steps=2 calls the network 3 times, each guided (cfg 1.5): 6 NFE.
+    assert report["sampling"]["nfe"] == 6 and report["sampling"]["schedule"] == "uniform"
     assert report["generated"]["samples"] == report["reference"]["samples"] == 359
     assert report["reference"]["accuracy"] > 0.95
     # 24 steps of a 32-wide model cannot draw digits: the judge must see that.

@@ -14,8 +14,9 @@ import torch
 from torch import Tensor
 
 from mmdit.model.tokens import masked_mean
+from mmdit.objectives import schedules
 from mmdit.objectives.objective import Noised, Objective, Predict, State
-from mmdit.objectives.samplers import FLOW_SAMPLERS
+from mmdit.objectives.solvers import FLOW_SAMPLERS
 
 MIN_TIME = 0.05  # the floor of t when an x0 prediction is turned into a velocity
 
@@ -49,6 +50,7 @@ class RectifiedFlow(Objective):
     shift: float = 1.0
     prediction: str = "velocity"
     samplers: ClassVar[tuple[str, ...]] = tuple(FLOW_SAMPLERS)
+    schedules: ClassVar[tuple[str, ...]] = schedules.SCHEDULES
     kind: ClassVar[str] = "flow"
 
     def __post_init__(self) -> None:
@@ -67,6 +69,12 @@ class RectifiedFlow(Objective):
             normal = torch.randn(batch_size, device=device, generator=generator)
             t = torch.sigmoid(self.logit_mean + self.logit_std * normal)
         return shift_time(t, self.shift)
+
+    def inverse_cdf(self, q: Tensor) -> Tensor:
+        """The training times' quantile function before the shift: probability q -> time (0 -> 0, 1 -> 1)."""
+        if self.time_sampling == "uniform":
+            return q
+        return torch.sigmoid(self.logit_mean + self.logit_std * torch.special.ndtri(q))
 
     def add_noise(self, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
         """x0, noise: [B, ...]; t: [B] -> x_t [B, ...]."""
@@ -111,18 +119,30 @@ class RectifiedFlow(Objective):
         sampler: str,
         progress: Callable = iter,
         generator: torch.Generator | None = None,
+        schedule: str = "uniform",
     ) -> State:
-        """The ODE from t = 1 to 0 over `schedule(steps)`; the samplers are deterministic (no generator)."""
+        """The ODE from t = 1 to 0 over `schedule(steps, kind=schedule)`; the samplers are deterministic (no
+        generator)."""
         self.check_sampler(sampler)
+        self.check_schedule(schedule)
 
         def velocity(x: State, t: Tensor) -> State:
             return {s: self.velocity(out, x[s], t) for s, out in predict(x, t).items()}
 
         device = next(iter(noise.values())).device
-        return FLOW_SAMPLERS[sampler](velocity, noise, self.schedule(steps, device), progress)
+        times = self.schedule(steps, device, schedule)
+        return FLOW_SAMPLERS[sampler](velocity, noise, times, progress)
 
-    def schedule(self, steps: int, device: torch.device | str = "cpu") -> Tensor:
-        """[steps + 1] times from 1 (noise) down to 0 (data), shifted like the training times."""
+    def schedule(self, steps: int, device: torch.device | str = "cpu", kind: str = "uniform") -> Tensor:
+        """[steps + 1] float32 times from 1 (noise) down to 0 (data), shifted like the training times; kind:
+        one of `mmdit.objectives.schedules.SCHEDULES`."""
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
-        return shift_time(torch.linspace(1.0, 0.0, steps + 1, device=device), self.shift)
+        self.check_schedule(kind)
+        if kind == "quantile":
+            times = schedules.quantile(steps, self.inverse_cdf)
+        elif kind == "karras":
+            times = schedules.karras(steps)
+        else:
+            times = schedules.uniform(steps)
+        return shift_time(times, self.shift).float().to(device)

@@ -246,9 +246,11 @@ class GaussianDiffusion(Objective):
         sampler: str,
         progress: Callable = iter,
         generator: torch.Generator | None = None,
+        schedule: str = "uniform",
     ) -> State:
         """The reverse process over `steps` evenly spaced of the T training steps (`respace`)."""
         self.check_sampler(sampler)
+        self.check_schedule(schedule)
         return self.respace(steps).reverse(predict, noise, sampler, progress, generator)
 
     def reverse(

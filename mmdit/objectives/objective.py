@@ -42,6 +42,9 @@ class Objective(ABC):
     samplers: ClassVar[tuple[str, ...]]
     """The sampler names `sample` takes; the first is the default."""
 
+    schedules: ClassVar[tuple[str, ...]] = ("uniform",)
+    """The time schedule names `sample` takes (evenly spaced steps for every objective)."""
+
     @abstractmethod
     def draw_time(self, batch_size: int, generator: torch.Generator | None = None) -> Tensor:
         """[B] training times in the objective's own units (on the CPU)."""
@@ -64,9 +67,11 @@ class Objective(ABC):
         sampler: str,
         progress: Callable = iter,
         generator: torch.Generator | None = None,
+        schedule: str = "uniform",
     ) -> State:
-        """Integrate from `noise` ({stream: [B, N, F]}, pure noise) to data in `steps` steps with `sampler`;
-        `generator` draws any fresh noise a stochastic sampler adds."""
+        """Integrate from `noise` ({stream: [B, N, F]}, pure noise) to data in `steps` steps with `sampler`
+        at the times of `schedule` (one of `schedules`); `generator` draws any fresh noise a stochastic
+        sampler adds."""
 
     def output_features(self, features: int) -> int:
         """F_out of the network for a stream of F features (a learned variance doubles it)."""
@@ -77,6 +82,13 @@ class Objective(ABC):
         if name not in self.samplers:
             raise KeyError(
                 f"sampler {name!r} does not sample a {self.kind} objective; use one of {self.samplers}"
+            )
+
+    def check_schedule(self, name: str) -> None:
+        """An unknown time schedule is an error that lists this objective's."""
+        if name not in self.schedules:
+            raise KeyError(
+                f"schedule {name!r} does not sample a {self.kind} objective; use one of {self.schedules}"
             )
 
     @property

@@ -5,6 +5,7 @@ scores real held-out data the same way)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -52,10 +53,15 @@ def evaluate(
     steps: int | None = None,
     method: str | None = None,
     cfg: float | None = None,
+    schedule: str | None = None,
+    guidance_interval: Sequence[float] | None = None,
+    cfg_schedule: str | None = None,
     samples: int | None = None,
     show_progress: bool = True,
 ) -> dict[str, Any]:
-    """Returns {"recipe", "generated": {metric: value}, "reference": {metric: value}, "sampling": {...}}.
+    """Returns {"recipe", "generated": {metric: value}, "reference": {metric: value}, "sampling": {...}}:
+    the sampling settings (None: the recipe's `sample` section) and "nfe", the network evaluations per
+    item they took (a guided evaluation counts two).
 
     `samples` (default the recipe's `eval.samples`, else one per held-out item) items are generated, item
     i with the labels (and numbers) of held-out item i mod the held-out count.
@@ -84,7 +90,8 @@ def evaluate(
             end = min(n, begin + BATCH)
             labels = {k: v[begin:end] for k, v in wanted.items()}
             numbers = {k: v[begin:end] for k, v in sizes.items()}
-            options = dict(steps=steps, method=method, cfg=cfg, seed=begin)
+            options = dict(steps=steps, method=method, cfg=cfg, seed=begin, schedule=schedule)
+            options.update(guidance_interval=guidance_interval, cfg_schedule=cfg_schedule)
             if prompted:
                 options["prompts"] = prompts[begin:end]
             media = module.generate(end - begin, labels, numbers, **options)
@@ -97,13 +104,18 @@ def evaluate(
         for row, value in understanding(module, heldout, keys[0], show_progress).items():
             report[row]["understanding_accuracy"] = value
     settings = module.recipe.sample
+    interval = settings.guidance_interval if guidance_interval is None else guidance_interval
     return {
         "recipe": module.recipe.name,
         **report,
         "sampling": {
             "steps": steps or settings.steps,
             "sampler": method or settings.sampler,
+            "schedule": schedule or settings.schedule,
             "cfg": settings.cfg if cfg is None else cfg,
+            "guidance_interval": list(interval),
+            "cfg_schedule": cfg_schedule or settings.cfg_schedule,
+            "nfe": module.last_nfe,
             "samples": n,
             "seconds": round(seconds, 2),
         },

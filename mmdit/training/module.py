@@ -31,7 +31,7 @@ from mmdit.model.masks import role_structure
 from mmdit.model.packing import pack, padding_share, unpack
 from mmdit.model.presets import model_arguments
 from mmdit.objectives.build import build_objective
-from mmdit.objectives.guidance import guided_prediction, null_labels
+from mmdit.objectives.guidance import EvaluationCount, GuidanceSchedule, guided_prediction, null_labels
 from mmdit.training.data import data_stream
 from mmdit.training.optim import RecipeOptimization
 from mmdit.training.step_noise import StepNoise, step_generator
@@ -85,6 +85,13 @@ class DiffusionModule(RecipeOptimization, L.LightningModule):
             )
         self.objective = build_objective(recipe.objective)
         self.objective.check_sampler(recipe.sample.sampler)  # fails now, not at the first preview
+        self.objective.check_schedule(recipe.sample.schedule)
+        sample = recipe.sample
+        try:
+            GuidanceSchedule(sample.cfg, tuple(sample.guidance_interval), sample.cfg_schedule)
+        except ValueError as err:
+            raise ValueError(f"recipe {recipe.name!r}, section sample: {err}") from None
+        self.last_nfe: int | None = None  # network evaluations per item of the last `generate`
         specs = [adapter.stream(name) for name, adapter in self.adapters.items()]
         specs = [
             s if s.vocab else replace(s, out_features=self.objective.output_features(s.features))
@@ -361,6 +368,9 @@ class DiffusionModule(RecipeOptimization, L.LightningModule):
         steps: int | None = None,
         method: str | None = None,
         cfg: float | None = None,
+        schedule: str | None = None,
+        guidance_interval: Sequence[float] | None = None,
+        cfg_schedule: str | None = None,
         seed: int = 0,
         progress: Callable = iter,
         layout: Mapping[str, Mapping[str, Any]] | None = None,
@@ -374,11 +384,17 @@ class DiffusionModule(RecipeOptimization, L.LightningModule):
         They reach every adapter's `layout` (which masks tokens past each item's extent) and the model.
         given: {stream: media [n, ...]} for the clean media conditions of a task (another medium).
         layout: {stream: options of its adapter's `layout`}, e.g. {"image": {"size": [16, 16]}}.
-        steps / method / cfg default to the recipe's `sample` section."""
+        steps / method / cfg / schedule (of times) / guidance_interval / cfg_schedule default to the recipe's
+        `sample` section. Sets `last_nfe`, the network evaluations per item this call made (NFE; a guided
+        evaluation counts two), summed over the generating tasks."""
         settings = self.recipe.sample
         steps, method = steps or settings.steps, method or settings.sampler
         cfg = settings.cfg if cfg is None else cfg
+        schedule = schedule or settings.schedule
+        interval = tuple(settings.guidance_interval if guidance_interval is None else guidance_interval)
+        cfg_schedule = cfg_schedule or settings.cfg_schedule
         self.objective.check_sampler(method)
+        self.objective.check_schedule(schedule)
         if self.prompt_stream is not None and prompts is None:
             if not labels:
                 raise ValueError("give prompts, or labels to caption")
@@ -392,7 +408,7 @@ class DiffusionModule(RecipeOptimization, L.LightningModule):
         full.update({k: v for k, v in (labels or {}).items() if k in full})
         full = {k: v.to(self.device) for k, v in full.items()}
         model_numbers = self.conditioning_numbers(numbers)
-        media = {}
+        media, count = {}, EvaluationCount()
         for task, streams in self._generation_tasks():
             conditions, unconditional = self._conditions(task, n, prompts, given, numbers)
             layouts = {s: self._layout(s, n, numbers, (layout or {}).get(s, {})) for s in streams}
@@ -408,11 +424,15 @@ class DiffusionModule(RecipeOptimization, L.LightningModule):
                 conditions=conditions,
                 unconditional=unconditional,
                 roles=task.roles if conditions else None,
+                interval=interval,
+                scale_schedule=cfg_schedule,
+                count=count,
             )
             with self.precision_autocast():
-                x = self.objective.sample(predict, noise, steps, method, progress, generator)
+                x = self.objective.sample(predict, noise, steps, method, progress, generator, schedule)
             media.update({s: self.adapters[s].decode(tok.with_x(x[s])) for s, tok in layouts.items()})
         self.train(was_training)
+        self.last_nfe = count.nfe
         return media
 
     def _conditions(

@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from torch.testing import assert_close
 
 from mmdit.objectives.flow import RectifiedFlow, masked_mse, shift_time
-from mmdit.objectives.samplers import FLOW_SAMPLERS, euler, heun
+from mmdit.objectives.solvers import FLOW_SAMPLERS, dpmpp_2m, euler, heun
 
-SAMPLERS = [euler, heun]
+SAMPLERS = [euler, heun, dpmpp_2m]
 
 
 # --- the path -------------------------------------------------------------------------------------------
@@ -220,9 +220,11 @@ def test_model_call_counts():
 
 
 def test_sampler_registry():
-    assert FLOW_SAMPLERS == {"euler": euler, "heun": heun}
-    assert RectifiedFlow().samplers == ("euler", "heun")
-    with pytest.raises(KeyError, match="does not sample a flow objective; use one of \\('euler', 'heun'\\)"):
+    assert FLOW_SAMPLERS == {"euler": euler, "heun": heun, "dpmpp_2m": dpmpp_2m}
+    assert RectifiedFlow().samplers == ("euler", "heun", "dpmpp_2m")
+    with pytest.raises(
+        KeyError, match="does not sample a flow objective; use one of \\('euler', 'heun', 'dpmpp_2m'\\)"
+    ):
         RectifiedFlow().check_sampler("dpm")
 
 
@@ -268,7 +270,7 @@ def test_x0_prediction_gives_the_velocity_of_its_clean_estimate():
         RectifiedFlow(prediction="eps")
 
 
-@pytest.mark.parametrize("method", ["euler", "heun"])
+@pytest.mark.parametrize("method", ["euler", "heun", "dpmpp_2m"])
 def test_x0_oracle_reaches_the_data_point(method):
     """An x0 predictor that always answers the one data point lands on it, whatever the steps."""
     flow = RectifiedFlow(prediction="x0")
