@@ -67,7 +67,7 @@ def test_export_checkpoint_carries_the_ema_weights(run_dir, tmp_path):
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     assert main(["export", str(checkpoint), str(tmp_path / "w.safetensors")]) == 0
     exported = load_module(tmp_path / "w.safetensors")
-    stored = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    stored = torch.load(checkpoint, map_location="cpu", weights_only=True)
     # EMAWeightAveraging keeps the averaged weights in state_dict and the raw ones aside.
     assert "current_model_state" in stored
     for key, value in exported.model.state_dict().items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from datetime import datetime
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from mmdit.training.ema import EMA
 from mmdit.training.evaluate import evaluate
 from mmdit.training.export import export_weights
 from mmdit.training.module import DiffusionModule
+from mmdit.training.resume_check import check_resume
 
 
 def run_directory(recipe: DictConfig) -> Path:
@@ -68,7 +70,10 @@ def fit(recipe: DictConfig, resume: str | None = None) -> Path:
     samples.png, loss.png, weights.safetensors (EMA; codec.safetensors for a codec recipe) and eval.json."""
     L.seed_everything(recipe.seed, workers=True)
     datamodule, module = build(recipe)  # before the run directory: a recipe that cannot build leaves none
+    if resume is not None:
+        check_resume(resume, recipe, module)
     run_dir = run_directory(recipe)
+    fresh = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "recipe.yaml").write_text(to_yaml(recipe))
     codec = recipe.autoencoder is not None
@@ -86,7 +91,13 @@ def fit(recipe: DictConfig, resume: str | None = None) -> Path:
     trainer = L.Trainer(
         default_root_dir=run_dir, callbacks=callbacks, logger=loggers(run_dir), **trainer_args
     )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+    except (ValueError, KeyError, OSError):
+        # A bad file met at first use: a new run that saved no checkpoint leaves no half-made directory.
+        if fresh and trainer.is_global_zero and not any((run_dir / "checkpoints").glob("*.ckpt")):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     if trainer.is_global_zero:
         # Lightning's teardown has moved the module to the CPU; sampling for the eval is the slow part, so
         # bring it back to the device that trained.
