@@ -125,23 +125,32 @@ def _describe(args: argparse.Namespace) -> None:
 
     module = load_module(args.weights)
     if not module.describes:
-        raise ValueError(f"{args.weights} is not a unified model: it cannot describe")
+        raise UserError(f"{args.weights} is not a unified model: it cannot describe")
     adapter = module.adapters[module.stream]
-    media = torch.stack([_load(adapter, path) for path in args.files])
-    for path, text in zip(
-        args.files, module.describe(media, module.stream, args.temperature, args.seed), strict=True
-    ):
+    items = [_item(adapter, path) for path in args.files]
+    first = tuple(items[0]["media"].shape)
+    for path, item in zip(args.files, items, strict=True):
+        if tuple(item["media"].shape) != first:
+            raise UserError(
+                f"{path}: shape {list(item['media'].shape)}, while {args.files[0]} has {list(first)}; "
+                "describe reads files of one shape"
+            )
+    media = torch.stack([item["media"] for item in items])
+    numbers = {k: torch.tensor([item["numbers"][k] for item in items]) for k in items[0]["numbers"]}
+    texts = module.describe(media, module.stream, args.temperature, args.seed, numbers or None)
+    for path, text in zip(args.files, texts, strict=True):
         print(f"{path}\t{text}")
 
 
-def _load(adapter, path: str):
-    """One file through its adapter; an error that does not name the file gets its name."""
+def _item(adapter, path: str) -> dict:
+    """One file through its adapter, as an item the model reads; an error that does not name the file
+    gets its name."""
     try:
-        return adapter.load(path)
+        return adapter.item(path)
     except (ValueError, OSError) as err:
         if path in str(err):
             raise
-        raise ValueError(f"cannot read {path}: {err}") from err
+        raise UserError(f"cannot read {path}: {err}") from err
 
 
 def _print_report(report: dict) -> None:

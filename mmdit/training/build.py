@@ -9,9 +9,10 @@ import json
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from mmdit.annotations import misfits
 from mmdit.contract import ModalityAdapter
 from mmdit.errors import UserError
 from mmdit.model.presets import preset
@@ -31,7 +32,10 @@ def build_adapters(recipe: DictConfig) -> dict[str, ModalityAdapter]:
     adapters = {}
     patch = preset(recipe.model.preset).get("patch_size") if recipe.model.preset else None
     for name, spec in recipe.streams.items():
-        options = dict(spec.options)
+        options = OmegaConf.to_container(spec.options, resolve=True)
+        wrong = misfits(options, adapter_class(spec.modality).__init__)
+        if wrong:
+            raise UserError(f"bad value for streams.{name}.options.{wrong[0]}")
         if patch is not None and name == data_stream(recipe):
             accepted = inspect.signature(adapter_class(spec.modality).__init__).parameters
             if "patch_size" not in accepted:

@@ -19,6 +19,7 @@ from mmdit.recipe import to_yaml
 from mmdit.training.build import build
 from mmdit.training.callbacks import LossCurve, ReconstructionGrid, SampleGrid
 from mmdit.training.codec_finish import finish_codec
+from mmdit.training.divergence import LossDivergence
 from mmdit.training.ema import EMA
 from mmdit.training.evaluate import evaluate
 from mmdit.training.export import export_weights
@@ -82,6 +83,7 @@ def fit(recipe: DictConfig, resume: str | None = None) -> Path:
         ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor="val/loss", save_top_k=1, save_last=True),
         grid(run_dir, recipe.sample.grid),
         LossCurve(run_dir),
+        LossDivergence(),
     ]
     if recipe.ema.enabled:
         callbacks.append(EMA(recipe.ema.decay))
