@@ -34,6 +34,4 @@ def test_fits_plain_yaml_values(value, annotation, expected):
 def test_misfits_names_each_wrong_value_with_the_expected_type():
     def function(count: int, size: tuple[int, int] | list[int], name: str = "x") -> None: ...
 
-    assert misfits({"count": "many", "size": [1, 2], "other": 1}, function) == [
-        "count='many' (expected int)"
-    ]
+    assert misfits({"count": "many", "size": [1, 2], "other": 1}, function) == ["count='many' (expected int)"]

@@ -47,7 +47,10 @@ def build_adapters(recipe: DictConfig) -> dict[str, ModalityAdapter]:
                     f"model.preset {recipe.model.preset} means patch size {patch}, but stream {name!r} sets "
                     f"patch_size {options['patch_size']}: pick the preset of that patch size"
                 )
-        adapters[name] = build_adapter(spec.modality, **options)
+        try:
+            adapters[name] = build_adapter(spec.modality, **options)
+        except ValueError as err:  # the adapter's own check of its options: say which stream's options
+            raise UserError(f"streams.{name}.options: {err}") from err
     return adapters
 
 
