@@ -112,7 +112,7 @@ def test_eval_judges_as_many_samples_as_asked_cycling_through_the_heldout_labels
     assert report["generated"]["samples"] == report["sampling"]["samples"] == 400
     assert report["reference"]["samples"] == 359  # the real rows stay the held-out split
     assert main(["eval", weights, "--samples", "0"]) == 2
-    assert "eval.samples must be at least 1" in capsys.readouterr().err
+    assert "argument --samples: must be at least 1, got 0" in capsys.readouterr().err
 
 
 def test_sample_draws_another_size_through_the_layout(run_dir, tmp_path, capsys):
