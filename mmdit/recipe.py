@@ -243,6 +243,7 @@ def load_recipe(source: str | Path | Mapping[str, Any], overrides: Sequence[str]
     if unknown:
         raise KeyError(f"{path}: trainer keys {unknown} are not arguments of lightning.Trainer")
     _check_trainer(path, OmegaConf.to_container(recipe.trainer, resolve=True))
+    _check_ranges(path, recipe)
     OmegaConf.set_readonly(recipe, True)
     return recipe
 
@@ -271,6 +272,55 @@ def _parse_overrides(overrides: Sequence[str]) -> DictConfig:
             reason = getattr(err, "problem", None) or str(err).splitlines()[0]
             raise UserError(f"override {override!r}: cannot read its value: {reason}") from None
     return parsed
+
+
+RANGES = {
+    "data.batch_size": (1, None),
+    "data.num_workers": (0, None),
+    "conditioning.dropout": (0, 1),
+    "model.joint_depth": (0, None),
+    "model.single_depth": (0, None),
+    "model.width": (1, None),
+    "model.heads": (1, None),
+    "model.mlp_ratio": (0, None),
+    "optimizer.lr": (0, None),
+    "optimizer.weight_decay": (0, None),
+    "optimizer.warmup_steps": (0, None),
+    "sample.steps": (1, None),
+    "sample.cfg": (0, None),
+    "sample.grid": (1, None),
+    "eval.samples": (1, None),
+}
+"""Closed [least, most] (None: unbounded) of the schema's numbers whose type alone lets nonsense through;
+`optimizer.lr` must also be above 0."""
+
+
+def _check_ranges(path: Any, recipe: DictConfig) -> None:
+    """Every number of the recipe finite, and the numbers of `RANGES` within theirs, named by key."""
+    for key, value in _numbers(OmegaConf.to_container(recipe, resolve=True), ""):
+        if not math.isfinite(value):
+            raise UserError(f"{path}: {key} must be a finite number, got {value}")
+    for key, (least, most) in RANGES.items():
+        value = OmegaConf.select(recipe, key)
+        if value is None:
+            continue
+        if value < least or (most is not None and value > most) or (key == "optimizer.lr" and value == 0):
+            bound = f"in [{least}, {most}]" if most is not None else f"at least {least}"
+            raise UserError(
+                f"{path}: {key} must be {'above 0' if key == 'optimizer.lr' else bound}, got {value}"
+            )
+
+
+def _numbers(node: Any, prefix: str):
+    """(dotted key, value) of every float in a plain recipe container."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _numbers(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _numbers(v, f"{prefix}[{i}]")
+    elif isinstance(node, float):
+        yield prefix, node
 
 
 AT_LEAST = {

@@ -94,3 +94,24 @@ def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path):
     path.write_text("- a list\n- not a recipe\n")
     with pytest.raises(UserError, match=rf"{path}: a recipe is a mapping of sections"):
         load_recipe(str(path))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.batch_size=0", r"data.batch_size must be at least 1, got 0"),
+        ("data.num_workers=-1", r"data.num_workers must be at least 0, got -1"),
+        ("conditioning.dropout=1.5", r"conditioning.dropout must be in \[0, 1\], got 1.5"),
+        ("optimizer.lr=0", r"optimizer.lr must be above 0, got 0"),
+        ("optimizer.lr=-1e-3", r"optimizer.lr must be above 0, got -0.001"),
+        ("optimizer.lr=nan", r"optimizer.lr must be a finite number, got nan"),
+        ("optimizer.warmup_steps=-3", r"optimizer.warmup_steps must be at least 0, got -3"),
+        ("sample.steps=0", r"sample.steps must be at least 1, got 0"),
+        ("sample.cfg=inf", r"sample.cfg must be a finite number, got inf"),
+        ("objective.logit_std=nan", r"objective.logit_std must be a finite number, got nan"),
+        ("model.heads=0", r"model.heads must be at least 1, got 0"),
+    ],
+)
+def test_numbers_out_of_their_range_name_the_key(override, message):
+    with pytest.raises(UserError, match=message):
+        load_recipe("image-digits", [override])
