@@ -281,9 +281,12 @@ def non_negative_float(text: str) -> float:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mmdit", description="Diffusion transformers for every modality.")
+    debug = "show the Python traceback of an error"
+    p.add_argument("--debug", action="store_true", help=debug)
     sub = p.add_subparsers(dest="command", required=True)
+    # --debug after the command too; without a default there, it keeps a --debug given before the command.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug)
 
     def command(name: str, **options) -> argparse.ArgumentParser:
         return sub.add_parser(name, parents=[common], **options)

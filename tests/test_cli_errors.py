@@ -106,6 +106,8 @@ def test_non_finite_samples_are_an_error_naming_step_and_stream_and_write_nothin
 def test_debug_shows_the_traceback_and_genuine_bugs_keep_theirs(monkeypatch, tmp_path):
     with pytest.raises(UserError, match="trainer.max_steps must be at least 1"):
         main(["fit", "image-digits", "trainer.max_steps=0", "--debug"])
+    with pytest.raises(UserError, match="trainer.max_steps must be at least 1"):
+        main(["--debug", "fit", "image-digits", "trainer.max_steps=0"])
 
     def bug(args):
         raise RuntimeError("a bug in mmdit")
