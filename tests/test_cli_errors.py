@@ -18,6 +18,7 @@ from mmdit.errors import UserError
 from mmdit.recipe import load_recipe
 from mmdit.training.build import build
 from mmdit.training.export import export_weights
+from modalities.common.image_files import check_image
 
 TINY = ["model.width=16", "model.heads=1", "model.joint_depth=0", "model.single_depth=1"]
 FAST_FIT = [*TINY, "data.batch_size=16", "trainer.max_steps=2", "trainer.enable_progress_bar=false"]
@@ -117,15 +118,21 @@ def test_debug_shows_the_traceback_and_genuine_bugs_keep_theirs(monkeypatch, tmp
         main(["recipes"])
 
 
-def test_a_bad_file_met_in_training_leaves_no_run_directory(tmp_path, capsys):
+@pytest.mark.parametrize("broken", ["garbage", "truncated"])
+def test_a_bad_image_in_a_folder_leaves_no_run_directory(broken, tmp_path, capsys):
+    """Garbage is found by the header check before the run directory exists; a truncated file (a good
+    header) when training reads it, and the new run's directory is removed."""
     rng = np.random.default_rng(0)
     for i in range(20):
         Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(tmp_path / f"{i}.png")
-    (tmp_path / "5.png").write_bytes(b"\x89PNG not really")
+    bad = tmp_path / "5.png"
+    bad.write_bytes(b"\x89PNG not really" if broken == "garbage" else bad.read_bytes()[:60])
+    if broken == "truncated":
+        check_image(bad)  # its header passes: the run starts, and meets it at the first batch
     overrides = [*FAST_FIT, f"data.source.folder={tmp_path}", "streams.image.options.channels=1"]
     overrides += ["conditioning.labels=[]", "optimizer.warmup_steps=1"]
     assert main(["fit", "image-digits", *overrides, f"run_dir={tmp_path / 'run'}"]) == 2
-    assert f"cannot read image {tmp_path / '5.png'}" in one_line_error(capsys)
+    assert f"cannot read image {bad}" in one_line_error(capsys)
     assert not (tmp_path / "run").exists()
 
 

@@ -23,6 +23,15 @@ def pil_mode(channels: int) -> str:
     return PIL_MODES[channels]
 
 
+def check_image(path: str | Path) -> None:
+    """That `path` opens as an image (its header only: a truncated body shows when it is read)."""
+    try:
+        with Image.open(path):  # parses the header, reads no pixels
+            pass
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise ValueError(f"cannot read image {path}: {err}") from err
+
+
 def read_image(path: str | Path, channels: int, size: tuple[int, int] | None = None) -> Tensor:
     """One image file -> float [channels, H, W] in [0, 1], resized (bicubic) to `size` = (H, W) if given.
     8-bit, palette and 16-bit files alike: pillow's own conversion of a 16-bit image to 8 bits clips at
