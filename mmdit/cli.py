@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import sys
 from pathlib import Path
@@ -11,6 +12,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
+from rich.text import Text
+
+from mmdit.errors import UserError
 
 console = Console(stderr=True)
 
@@ -129,23 +133,32 @@ def _describe(args: argparse.Namespace) -> None:
 
     module = load_module(args.weights)
     if not module.describes:
-        raise ValueError(f"{args.weights} is not a unified model: it cannot describe")
+        raise UserError(f"{args.weights} is not a unified model: it cannot describe")
     adapter = module.adapters[module.stream]
-    media = torch.stack([_load(adapter, path) for path in args.files])
-    for path, text in zip(
-        args.files, module.describe(media, module.stream, args.temperature, args.seed), strict=True
-    ):
+    items = [_item(adapter, path) for path in args.files]
+    first = tuple(items[0]["media"].shape)
+    for path, item in zip(args.files, items, strict=True):
+        if tuple(item["media"].shape) != first:
+            raise UserError(
+                f"{path}: shape {list(item['media'].shape)}, while {args.files[0]} has {list(first)}; "
+                "describe reads files of one shape"
+            )
+    media = torch.stack([item["media"] for item in items])
+    numbers = {k: torch.tensor([item["numbers"][k] for item in items]) for k in items[0]["numbers"]}
+    texts = module.describe(media, module.stream, args.temperature, args.seed, numbers or None)
+    for path, text in zip(args.files, texts, strict=True):
         print(f"{path}\t{text}")
 
 
-def _load(adapter, path: str):
-    """One file through its adapter; an error that does not name the file gets its name."""
+def _item(adapter, path: str) -> dict:
+    """One file through its adapter, as an item the model reads; an error that does not name the file
+    gets its name."""
     try:
-        return adapter.load(path)
+        return adapter.item(path)
     except (ValueError, OSError) as err:
         if path in str(err):
             raise
-        raise ValueError(f"cannot read {path}: {err}") from err
+        raise UserError(f"cannot read {path}: {err}") from err
 
 
 def _print_report(report: dict) -> None:
@@ -254,17 +267,47 @@ def _recipes(args: argparse.Namespace) -> None:
         print(f"{name:24s} {description}")
 
 
+def positive_int(text: str) -> int:
+    """An argument that counts something (samples, steps, heads): an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A scale or temperature: a finite number of at least 0 (nan, inf and negatives are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of at least 0, got {text}")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mmdit", description="Diffusion transformers for every modality.")
+    debug = "show the Python traceback of an error"
+    p.add_argument("--debug", action="store_true", help=debug)
     sub = p.add_subparsers(dest="command", required=True)
+    # --debug after the command too; without a default there, it keeps a --debug given before the command.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug)
 
-    fit = sub.add_parser("fit", help="train a recipe: mmdit fit RECIPE [key=value ...]")
+    def command(name: str, **options) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **options)
+
+    fit = command("fit", help="train a recipe: mmdit fit RECIPE [key=value ...]")
     fit.add_argument("recipe", help="a bundled recipe name (see `mmdit recipes`) or a YAML path")
     fit.add_argument("overrides", nargs="*", help="recipe overrides, e.g. trainer.max_steps=500")
     fit.add_argument("--resume", help="a Lightning .ckpt to resume from")
     fit.set_defaults(run=_fit)
 
-    prepare = sub.add_parser(
+    prepare = command(
         "prepare", help="encode a recipe's data once into a token cache (train on it with data.cache=true)"
     )
     prepare.add_argument("recipe", help="a bundled recipe name or a YAML path")
@@ -273,7 +316,7 @@ def parser() -> argparse.ArgumentParser:
 
     def sampling_options(cmd: argparse.ArgumentParser) -> None:
         cmd.add_argument("weights", help="a .safetensors export or a Lightning .ckpt")
-        cmd.add_argument("--steps", type=int, help="sampling steps (default: the recipe's)")
+        cmd.add_argument("--steps", type=positive_int, help="sampling steps (default: the recipe's)")
         cmd.add_argument(
             "--sampler",
             choices=["euler", "heun", "dpmpp_2m", "ddpm", "ddim"],
@@ -284,7 +327,9 @@ def parser() -> argparse.ArgumentParser:
             choices=["uniform", "quantile", "karras"],
             help="the steps' times: uniform, or (flow) quantile / karras; default: the recipe's",
         )
-        cmd.add_argument("--cfg", type=float, help="classifier-free guidance scale (default: the recipe's)")
+        cmd.add_argument(
+            "--cfg", type=non_negative_float, help="classifier-free guidance scale (default: the recipe's)"
+        )
         cmd.add_argument(
             "--guidance-interval",
             type=float,
@@ -296,9 +341,9 @@ def parser() -> argparse.ArgumentParser:
             "--cfg-schedule", choices=["constant", "linear"], help="the scale over t; default: the recipe's"
         )
 
-    sample = sub.add_parser("sample", help="draw samples into files")
+    sample = command("sample", help="draw samples into files")
     sampling_options(sample)
-    sample.add_argument("--n", type=int, default=16, help="how many samples")
+    sample.add_argument("--n", type=positive_int, default=16, help="how many samples")
     sample.add_argument("--label", action="append", default=[], help="CLASS or KEY=CLASS (name or index)")
     sample.add_argument("--prompt", help="a unified model's text prompt, e.g. 'a handwritten seven'")
     sample.add_argument(
@@ -314,48 +359,63 @@ def parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", default="samples", help="output folder")
     sample.set_defaults(run=_sample)
 
-    describe = sub.add_parser("describe", help="a unified model writes a text about each file")
+    describe = command("describe", help="a unified model writes a text about each file")
     describe.add_argument("weights", help="a unified model's .safetensors or .ckpt")
     describe.add_argument("files", nargs="+", help="media files of the stream the model describes")
-    describe.add_argument("--temperature", type=float, default=0.0, help="0: greedy; above: sampled")
+    describe.add_argument(
+        "--temperature", type=non_negative_float, default=0.0, help="0: greedy; above: sampled"
+    )
     describe.add_argument("--seed", type=int, default=0)
     describe.set_defaults(run=_describe)
 
-    ev = sub.add_parser("eval", help="the recipe's metrics for generated and real held-out data")
+    ev = command("eval", help="the recipe's metrics for generated and real held-out data")
     sampling_options(ev)
     ev.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     ev.add_argument(
-        "--samples", type=int, help="items to judge (default: eval.samples, else the held-out count)"
+        "--samples", type=positive_int, help="items to judge (default: eval.samples, else the held-out count)"
     )
     ev.set_defaults(run=_eval)
 
-    export = sub.add_parser("export", help="a Lightning .ckpt -> .safetensors (EMA weights + recipe)")
+    export = command("export", help="a Lightning .ckpt -> .safetensors (EMA weights + recipe)")
     export.add_argument("checkpoint")
     export.add_argument("out")
     export.set_defaults(run=_export)
 
-    conv = sub.add_parser("convert", help="a DiT or SD3 checkpoint -> mmdit .safetensors")
+    conv = command("convert", help="a DiT or SD3 checkpoint -> mmdit .safetensors")
     conv.add_argument("kind", choices=["dit", "sd3"])
     conv.add_argument("source", help="a checkpoint file or a diffusers model folder")
     conv.add_argument("out", help="the .safetensors to write")
-    conv.add_argument("--heads", type=int, help="attention heads, for a DiT whose width is not a preset's")
+    conv.add_argument(
+        "--heads", type=positive_int, help="attention heads, for a DiT whose width is not a preset's"
+    )
     conv.set_defaults(run=_convert)
 
-    listing = sub.add_parser("modalities", help="list the modalities: built-in, registered and plugins")
+    listing = command("modalities", help="list the modalities: built-in, registered and plugins")
     listing.set_defaults(run=_modalities)
 
-    recipes = sub.add_parser("recipes", help="list the bundled recipes")
+    recipes = command("recipes", help="list the bundled recipes")
     recipes.set_defaults(run=_recipes)
     return p
 
 
+USER_ERRORS = (UserError, KeyError, ValueError, OSError, FloatingPointError)
+"""What a user's mistake raises (a bad argument, recipe value or file, a run that diverged): printed as
+one line. Anything else is a bug in mmdit and keeps its traceback."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as done:  # argparse has printed the usage and its message (or --help)
+        return done.code if isinstance(done.code, int) else 2
     try:
         args.run(args)
-    except (KeyError, ValueError, FileNotFoundError, FloatingPointError) as err:
+    except USER_ERRORS as err:
+        if args.debug:
+            raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        console.print(f"[bold red]error:[/] {message}")
+        line = " ".join(str(message).split())  # one line, whatever the message's own line breaks
+        console.print(Text.assemble(("error: ", "bold red"), line), soft_wrap=True)
         return 2
     return 0
 

@@ -120,6 +120,13 @@ class ModalityAdapter(ABC):
     def load(self, path: str | Path) -> Tensor:
         """Read one item from a file; a file that cannot be read is an error naming it."""
 
+    def item(self, path: str | Path) -> dict[str, Any]:
+        """One file as an item the model reads, `{"media": Tensor, "numbers": {name: float}}`, for commands
+        that hand a user's files to a model (`mmdit describe`): by default the file as `load` reads it. An
+        adapter of a fixed extent refuses a file of another (naming it, the expected and the got shape);
+        one of variable extent pads it and gives its extent in the numbers, as its datasets do."""
+        return {"media": self.load(path), "numbers": {}}
+
     @abstractmethod
     def save(self, item: Tensor, path: str | Path) -> Path:
         """Write one item (as `decode` returns it, without the batch axis) to a file; returns the path."""

@@ -7,6 +7,7 @@ its valid siblings. `trainer` passes straight to `lightning.Trainer`, so its key
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -15,8 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import lightning
+import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from mmdit.annotations import misfits
+from mmdit.errors import UserError
 
 BUNDLED = files("mmdit.recipes")
 """The repository's top-level recipes/ folder, installed as the package data `mmdit.recipes` (setup.py)."""
@@ -224,11 +229,12 @@ def load_recipe(source: str | Path | Mapping[str, Any], overrides: Sequence[str]
         path, content = "recipe", OmegaConf.create(dict(source))
     else:
         path = recipe_file(str(source))
-        content = OmegaConf.create(path.read_text())
+        content = _read_yaml(path)
     for bad in (o for o in overrides if "=" not in o):
-        raise ValueError(f"override {bad!r} is not key=value")
+        raise UserError(f"override {bad!r} is not key=value")
+    given = _parse_overrides(overrides)
     try:
-        recipe = OmegaConf.merge(schema, content, OmegaConf.from_dotlist(list(overrides)))
+        recipe = OmegaConf.merge(schema, content, given)
     except (ConfigKeyError, ConfigAttributeError) as err:
         key = err.full_key or str(err)
         raise KeyError(
@@ -245,8 +251,110 @@ def load_recipe(source: str | Path | Mapping[str, Any], overrides: Sequence[str]
     unknown = sorted(set(recipe.trainer) - trainer_args)
     if unknown:
         raise KeyError(f"{path}: trainer keys {unknown} are not arguments of lightning.Trainer")
+    _check_trainer(path, OmegaConf.to_container(recipe.trainer, resolve=True))
+    _check_ranges(path, recipe)
     OmegaConf.set_readonly(recipe, True)
     return recipe
+
+
+def _read_yaml(path: Path | Traversable) -> DictConfig:
+    """A recipe file's mapping; a YAML syntax error names the file, line and column."""
+    try:
+        content = OmegaConf.create(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise UserError(f"{where}: YAML syntax error: {problem}") from None
+    if not isinstance(content, DictConfig):
+        raise UserError(f"{path}: a recipe is a mapping of sections (name:, streams:, ...), not a list")
+    return content
+
+
+def _parse_overrides(overrides: Sequence[str]) -> DictConfig:
+    """`key=value` overrides as one config; a value YAML cannot read names its override."""
+    parsed = OmegaConf.create()
+    for override in overrides:
+        try:
+            parsed = OmegaConf.merge(parsed, OmegaConf.from_dotlist([override]))
+        except (yaml.YAMLError, OmegaConfBaseException) as err:
+            reason = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise UserError(f"override {override!r}: cannot read its value: {reason}") from None
+    return parsed
+
+
+RANGES = {
+    "data.batch_size": (1, None),
+    "data.num_workers": (0, None),
+    "conditioning.dropout": (0, 1),
+    "model.joint_depth": (0, None),
+    "model.single_depth": (0, None),
+    "model.width": (1, None),
+    "model.heads": (1, None),
+    "model.mlp_ratio": (0, None),
+    "optimizer.lr": (0, None),
+    "optimizer.weight_decay": (0, None),
+    "optimizer.warmup_steps": (0, None),
+    "sample.steps": (1, None),
+    "sample.cfg": (0, None),
+    "sample.grid": (1, None),
+    "eval.samples": (1, None),
+}
+"""Closed [least, most] (None: unbounded) of the schema's numbers whose type alone lets nonsense through;
+`optimizer.lr` must also be above 0."""
+
+
+def _check_ranges(path: Any, recipe: DictConfig) -> None:
+    """Every number of the recipe finite, and the numbers of `RANGES` within theirs, named by key."""
+    for key, value in _numbers(OmegaConf.to_container(recipe, resolve=True), ""):
+        if not math.isfinite(value):
+            raise UserError(f"{path}: {key} must be a finite number, got {value}")
+    for key, (least, most) in RANGES.items():
+        value = OmegaConf.select(recipe, key)
+        if value is None:
+            continue
+        if value < least or (most is not None and value > most) or (key == "optimizer.lr" and value == 0):
+            bound = f"in [{least}, {most}]" if most is not None else f"at least {least}"
+            raise UserError(
+                f"{path}: {key} must be {'above 0' if key == 'optimizer.lr' else bound}, got {value}"
+            )
+
+
+def _numbers(node: Any, prefix: str):
+    """(dotted key, value) of every float in a plain recipe container."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _numbers(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _numbers(v, f"{prefix}[{i}]")
+    elif isinstance(node, float):
+        yield prefix, node
+
+
+AT_LEAST = {
+    "max_steps": 1,
+    "log_every_n_steps": 1,
+    "accumulate_grad_batches": 1,
+    "check_val_every_n_epoch": 1,
+    "gradient_clip_val": 0,
+}
+"""Least values of trainer counts Lightning would take but a run cannot use (max_steps 0 trains nothing;
+-1, Lightning's "no limit", leaves a cosine decay without an end)."""
+
+
+def _check_trainer(path: Any, trainer: Mapping[str, Any]) -> None:
+    """`trainer` values of the type lightning.Trainer annotates, and counts within `AT_LEAST`."""
+    wrong = misfits(trainer, lightning.Trainer.__init__)
+    if wrong:
+        raise UserError(f"{path}: bad value for trainer.{wrong[0]}")
+    for key, least in AT_LEAST.items():
+        value = trainer.get(key)
+        if isinstance(value, int | float) and not (math.isfinite(value) and value >= least):
+            raise UserError(f"{path}: trainer.{key} must be at least {least}, got {value}")
+    interval = trainer.get("val_check_interval")
+    if isinstance(interval, int | float) and not interval > 0:
+        raise UserError(f"{path}: trainer.val_check_interval must be above 0, got {interval}")
 
 
 def _objective_section(path: Any, written: Any, merged: DictConfig) -> DictConfig:

@@ -69,7 +69,7 @@ def test_export_checkpoint_carries_the_ema_weights(run_dir, tmp_path):
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     assert main(["export", str(checkpoint), str(tmp_path / "w.safetensors")]) == 0
     exported = load_module(tmp_path / "w.safetensors")
-    stored = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    stored = torch.load(checkpoint, map_location="cpu", weights_only=True)
     # EMAWeightAveraging keeps the averaged weights in state_dict and the raw ones aside.
     assert "current_model_state" in stored
     for key, value in exported.model.state_dict().items():
@@ -116,7 +116,7 @@ def test_eval_judges_as_many_samples_as_asked_cycling_through_the_heldout_labels
     assert report["generated"]["samples"] == report["sampling"]["samples"] == 400
     assert report["reference"]["samples"] == 359  # the real rows stay the held-out split
     assert main(["eval", weights, "--samples", "0"]) == 2
-    assert "eval.samples must be at least 1" in capsys.readouterr().err
+    assert "argument --samples: must be at least 1, got 0" in capsys.readouterr().err
 
 
 def test_sample_draws_another_size_through_the_layout(run_dir, tmp_path, capsys):

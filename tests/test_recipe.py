@@ -4,6 +4,7 @@ error that names the key (and lists the valid ones) before anything trains."""
 import pytest
 from omegaconf.errors import ReadonlyConfigError
 
+from mmdit.errors import UserError
 from mmdit.recipe import available, load_recipe
 
 TINY = {"name": "tiny", "streams": {"image": {"modality": "image"}}, "data": {"source": "digits"}}
@@ -58,3 +59,59 @@ def test_a_missing_recipe_file_or_name_is_named(tmp_path):
         load_recipe(str(tmp_path / "nothing.yaml"))
     with pytest.raises(KeyError, match=r"unknown recipe 'image-digit'; bundled recipes: .*image-digits"):
         load_recipe("image-digit")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.max_steps=abc", r"bad value for trainer.max_steps='abc' \(expected int\)"),
+        ("trainer.max_steps=-5", r"trainer.max_steps must be at least 1, got -5"),
+        ("trainer.max_steps=0", r"trainer.max_steps must be at least 1, got 0"),
+        ("trainer.max_steps=2.5", r"trainer.max_steps=2.5 \(expected int\)"),
+        ("trainer.log_every_n_steps=0", r"trainer.log_every_n_steps must be at least 1, got 0"),
+        ("trainer.gradient_clip_val=-1.0", r"trainer.gradient_clip_val must be at least 0, got -1.0"),
+        ("trainer.val_check_interval=0", r"trainer.val_check_interval must be above 0, got 0"),
+        ("trainer.precision=17", r"bad value for trainer.precision=17"),
+        ("trainer.enable_progress_bar=maybe", r"trainer.enable_progress_bar='maybe'"),
+        ("data.batch_size=[1,", r"override 'data.batch_size=\[1,': cannot read its value"),
+    ],
+)
+def test_trainer_values_and_unreadable_overrides_name_the_key(override, message):
+    with pytest.raises(UserError, match=message):
+        load_recipe("image-digits", [override])
+
+
+def test_valid_trainer_values_pass():
+    recipe = load_recipe("image-digits", ["trainer.max_steps=3", "trainer.precision=bf16-mixed"])
+    assert (recipe.trainer.max_steps, recipe.trainer.precision) == (3, "bf16-mixed")
+
+
+def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: broken\nstreams:\n  image: {modality: image\ndata: {source: digits}\n")
+    with pytest.raises(UserError, match=rf"{path}:4:\d+: YAML syntax error: "):
+        load_recipe(str(path))
+    path.write_text("- a list\n- not a recipe\n")
+    with pytest.raises(UserError, match=rf"{path}: a recipe is a mapping of sections"):
+        load_recipe(str(path))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.batch_size=0", r"data.batch_size must be at least 1, got 0"),
+        ("data.num_workers=-1", r"data.num_workers must be at least 0, got -1"),
+        ("conditioning.dropout=1.5", r"conditioning.dropout must be in \[0, 1\], got 1.5"),
+        ("optimizer.lr=0", r"optimizer.lr must be above 0, got 0"),
+        ("optimizer.lr=-1e-3", r"optimizer.lr must be above 0, got -0.001"),
+        ("optimizer.lr=nan", r"optimizer.lr must be a finite number, got nan"),
+        ("optimizer.warmup_steps=-3", r"optimizer.warmup_steps must be at least 0, got -3"),
+        ("sample.steps=0", r"sample.steps must be at least 1, got 0"),
+        ("sample.cfg=inf", r"sample.cfg must be a finite number, got inf"),
+        ("objective.logit_std=nan", r"objective.logit_std must be a finite number, got nan"),
+        ("model.heads=0", r"model.heads must be at least 1, got 0"),
+    ],
+)
+def test_numbers_out_of_their_range_name_the_key(override, message):
+    with pytest.raises(UserError, match=message):
+        load_recipe("image-digits", [override])

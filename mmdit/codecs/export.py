@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from mmdit.codecs.autoencoder import AutoencoderConfig, ConvAutoencoder
 from mmdit.codecs.diffusers_codec import load_diffusers_codec
 from mmdit.codecs.loaded import LoadedCodec
+from mmdit.weights_files import read_safetensors
 
 CODEC = "conv-autoencoder"
 
@@ -56,12 +56,7 @@ def load_codec(path: str | Path, map_location: str | torch.device = "cpu") -> Lo
         return load_diffusers_codec(path, map_location)
     if not path.is_file():
         raise FileNotFoundError(f"codec file {path} does not exist or is not a file")
-    try:
-        with safe_open(path, "pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {key: f.get_tensor(key) for key in f.keys()}
-    except (SafetensorError, OSError) as error:
-        raise ValueError(f"{path} is not a readable safetensors file: {error}") from error
+    tensors, metadata = read_safetensors(path, what="codec file")
     if metadata.get("codec") != CODEC:
         raise ValueError(
             f"{path}: no {CODEC!r} codec in its metadata (found codec={metadata.get('codec')!r}); "

@@ -15,9 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 
 from mmdit.contract import StreamSpec
@@ -25,6 +23,7 @@ from mmdit.convert.dit import dit_conversion
 from mmdit.convert.rules import Rule, apply
 from mmdit.convert.sd3 import sd3_conversion
 from mmdit.model.backbone import MMDiT
+from mmdit.weights_files import read_checkpoint, read_safetensors
 
 KINDS = ("dit", "sd3")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
@@ -42,18 +41,15 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
         files = sorted(folder.glob("diffusion_pytorch_model*.safetensors"))
         if not files:
             raise FileNotFoundError(f"{folder} holds no diffusion_pytorch_model*.safetensors")
-        state = {k: v for f in files for k, v in load_file(f).items()}
+        state = {k: v for f in files for k, v in read_safetensors(f)[0].items()}
         return state, json.loads((folder / "config.json").read_text())
     if path.suffix == ".safetensors":
-        return load_file(path), None
+        return read_safetensors(path)[0], None
     if path.suffix not in CHECKPOINT_SUFFIXES:
         raise ValueError(
             f"{path}: expected a .safetensors or {'/'.join(CHECKPOINT_SUFFIXES)} file or a folder"
         )
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for a file that is not a checkpoint
-        raise ValueError(f"cannot read checkpoint {path}: {err}") from err
+    loaded = read_checkpoint(path)
     if isinstance(loaded, dict) and "ema" in loaded:
         loaded = loaded["ema"]
     elif isinstance(loaded, dict) and "model" in loaded and isinstance(loaded["model"], dict):
@@ -157,12 +153,11 @@ def convert(kind: str, source: str | Path, destination: str | Path, heads: int |
 
 def load_backbone(path: str | Path) -> MMDiT:
     """The MMDiT stored by `convert` (any kind), with its weights."""
-    with safe_open(path, "pt") as f:
-        metadata = f.metadata() or {}
+    state, metadata = read_safetensors(path)
     if "backbone" not in metadata:
         raise ValueError(
             f"{path}: no backbone description in its metadata; was it written by `mmdit convert`?"
         )
     model = build_backbone(json.loads(metadata["backbone"]))
-    model.load_state_dict(load_file(path))
+    model.load_state_dict(state)
     return model

@@ -9,17 +9,19 @@ import json
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
-from safetensors import safe_open
-from safetensors.torch import load_file
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
+from mmdit.annotations import misfits
 from mmdit.contract import ModalityAdapter
+from mmdit.errors import UserError
 from mmdit.model.presets import preset
 from mmdit.recipe import from_yaml
 from mmdit.training.codec_module import CodecModule, autoencoder_config
 from mmdit.training.data import MediaDataModule, data_stream
 from mmdit.training.module import DiffusionModule
 from mmdit.training.token_cache import CachedDataModule
+from mmdit.weights_files import lightning_checkpoint, read_safetensors, state_dict_mismatch
 from modalities.registry import ModalityEntry, adapter_class, build_adapter, catalogue
 
 
@@ -30,7 +32,10 @@ def build_adapters(recipe: DictConfig) -> dict[str, ModalityAdapter]:
     adapters = {}
     patch = preset(recipe.model.preset).get("patch_size") if recipe.model.preset else None
     for name, spec in recipe.streams.items():
-        options = dict(spec.options)
+        options = OmegaConf.to_container(spec.options, resolve=True)
+        wrong = misfits(options, adapter_class(spec.modality).__init__)
+        if wrong:
+            raise UserError(f"bad value for streams.{name}.options.{wrong[0]}")
         if patch is not None and name == data_stream(recipe):
             accepted = inspect.signature(adapter_class(spec.modality).__init__).parameters
             if "patch_size" not in accepted:
@@ -42,7 +47,10 @@ def build_adapters(recipe: DictConfig) -> dict[str, ModalityAdapter]:
                     f"model.preset {recipe.model.preset} means patch size {patch}, but stream {name!r} sets "
                     f"patch_size {options['patch_size']}: pick the preset of that patch size"
                 )
-        adapters[name] = build_adapter(spec.modality, **options)
+        try:
+            adapters[name] = build_adapter(spec.modality, **options)
+        except ValueError as err:  # the adapter's own check of its options: say which stream's options
+            raise UserError(f"streams.{name}.options: {err}") from err
     return adapters
 
 
@@ -76,29 +84,50 @@ def build(recipe: DictConfig) -> tuple[MediaDataModule, DiffusionModule | CodecM
 def load_module(path: str | Path, map_location: str = "cpu") -> DiffusionModule:
     """A trained module from an exported `.safetensors` (recipe and classes in its metadata) or a Lightning
     `.ckpt` (whose state holds the EMA weights when EMA was on). Both are read as tensors and plain data
-    only: loading never runs code from the file."""
+    only (mmdit.weights_files): loading never runs code from the file. Every failure names the file."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"weights file {path} does not exist")
     if path.suffix == ".ckpt":
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        checkpoint = lightning_checkpoint(path, map_location)
         hparams = checkpoint["hyper_parameters"]
-        recipe = from_yaml(json.dumps(hparams["recipe"]))
-        module = DiffusionModule(recipe, hparams["classes"], build_adapters(recipe))
-        module.load_state_dict(checkpoint["state_dict"])
+        module = _module(path, json.dumps(hparams["recipe"]), hparams.get("classes", {}))
+        _load_weights(module, checkpoint["state_dict"], path)
         return module
     if path.suffix != ".safetensors":
-        raise ValueError(f"{path}: expected a .safetensors export or a Lightning .ckpt")
-    with safe_open(path, "pt") as f:
-        meta = f.metadata() or {}
+        raise UserError(f"{path}: expected a .safetensors export or a Lightning .ckpt")
+    tensors, meta = read_safetensors(path, map_location)
     if "backbone" in meta and "recipe" not in meta:
-        raise ValueError(
+        raise UserError(
             f"{path} is a converted backbone without a recipe (SD3 needs text-encoder streams mmdit does "
             "not ship); load it with mmdit.convert.load_backbone"
         )
     if "recipe" not in meta or "classes" not in meta:
-        raise ValueError(f"{path}: no mmdit recipe in its metadata; was it written by `mmdit export`?")
-    recipe = from_yaml(meta["recipe"])
-    module = DiffusionModule(recipe, json.loads(meta["classes"]), build_adapters(recipe))
-    module.model.load_state_dict(load_file(path, device=map_location))
+        raise UserError(f"{path}: no mmdit recipe in its metadata; was it written by `mmdit export`?")
+    try:
+        classes = json.loads(meta["classes"])
+    except ValueError as err:
+        raise UserError(f"{path}: its metadata's classes are not JSON: {err}") from None
+    module = _module(path, meta["recipe"], classes)
+    _load_weights(module.model, tensors, path)
     return module
+
+
+def _module(path: Path, recipe_text: str, classes: dict) -> DiffusionModule:
+    """The untrained module of a weights file's stored recipe; a recipe that does not load names the file."""
+    try:
+        recipe = from_yaml(recipe_text)
+    except (OmegaConfBaseException, ValueError, KeyError) as err:
+        raise UserError(f"{path}: the recipe stored in it is not a valid recipe: {err}") from None
+    if recipe.autoencoder is not None:
+        raise UserError(
+            f"{path} is a codec stage's checkpoint (its recipe has autoencoder:); its export is the run's "
+            "codec.safetensors, for a stream's codec option"
+        )
+    return DiffusionModule(recipe, classes, build_adapters(recipe))
+
+
+def _load_weights(module: torch.nn.Module, state: dict, path: Path) -> None:
+    """`module.load_state_dict(state)`, or an error naming the file and a few keys that do not fit."""
+    mismatch = state_dict_mismatch(module.state_dict(), state)
+    if mismatch:
+        raise UserError(f"{path}: its weights do not fit the recipe stored with them: {mismatch}")
+    module.load_state_dict(state)

@@ -8,6 +8,9 @@ from pathlib import Path
 import lightning as L
 import matplotlib
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
+
+from mmdit.objectives.finite import NonFiniteSample
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -47,7 +50,10 @@ class SampleGrid(L.Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, module) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        self.draw(module, f"step_{trainer.global_step:06d}")
+        try:
+            self.draw(module, f"step_{trainer.global_step:06d}")
+        except NonFiniteSample as err:  # a preview is no reason to stop the run; the final draw still fails
+            rank_zero_warn(f"no preview at step {trainer.global_step}: {err}")
 
 
 class ReconstructionGrid(L.Callback):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -26,11 +27,13 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from mmdit.contract import DiscreteAdapter, ModalityAdapter, Tokens
+from mmdit.errors import UserError
 from mmdit.model.backbone import MMDiT
 from mmdit.model.masks import role_structure
 from mmdit.model.packing import pack, padding_share, unpack
 from mmdit.model.presets import model_arguments
 from mmdit.objectives.build import build_objective
+from mmdit.objectives.finite import FiniteWatch
 from mmdit.objectives.guidance import EvaluationCount, GuidanceSchedule, guided_prediction, null_labels
 from mmdit.training.data import data_stream
 from mmdit.training.optim import RecipeOptimization
@@ -388,8 +391,12 @@ class DiffusionModule(RecipeOptimization, L.LightningModule):
         `sample` section. Sets `last_nfe`, the network evaluations per item this call made (NFE; a guided
         evaluation counts two), summed over the generating tasks."""
         settings = self.recipe.sample
-        steps, method = steps or settings.steps, method or settings.sampler
-        cfg = settings.cfg if cfg is None else cfg
+        steps = settings.steps if steps is None else steps
+        method, cfg = method or settings.sampler, settings.cfg if cfg is None else cfg
+        if n < 1 or steps < 1 or not (math.isfinite(cfg) and cfg >= 0):
+            raise UserError(
+                f"sampling needs n >= 1, steps >= 1 and a finite cfg >= 0; got {n}, {steps}, {cfg}"
+            )
         schedule = schedule or settings.schedule
         interval = tuple(settings.guidance_interval if guidance_interval is None else guidance_interval)
         cfg_schedule = cfg_schedule or settings.cfg_schedule
@@ -428,8 +435,11 @@ class DiffusionModule(RecipeOptimization, L.LightningModule):
                 scale_schedule=cfg_schedule,
                 count=count,
             )
+            watch = FiniteWatch(predict, progress)
             with self.precision_autocast():
-                x = self.objective.sample(predict, noise, steps, method, progress, generator, schedule)
+                x = self.objective.sample(
+                    watch.predict, noise, steps, method, watch.progress, generator, schedule
+                )
             media.update({s: self.adapters[s].decode(tok.with_x(x[s])) for s, tok in layouts.items()})
         self.train(was_training)
         self.last_nfe = count.nfe

@@ -9,11 +9,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
+from mmdit.errors import UserError
 from mmdit.recipe import from_yaml
 from mmdit.training.optim import LearningRateSchedule
+from mmdit.weights_files import lightning_checkpoint
 
 RESUMABLE_CHANGES = (
     "name",
@@ -53,26 +54,24 @@ def check_resume(recipe: DictConfig, path: str | Path) -> int:
     or whose learning-rate schedule cannot be extended to the recipe's `trainer.max_steps`; returns the
     optimizer step it holds. Read as tensors and plain data only (no code runs from it)."""
     path = Path(path)
-    if path.suffix != ".ckpt":
-        raise ValueError(
-            f"--resume {path}: expected a Lightning .ckpt (a run's checkpoints/last.ckpt); "
-            f"{path.suffix or 'a file without suffix'} holds no optimizer or loop state to resume"
+    if path.suffix == ".safetensors":
+        raise UserError(
+            f"--resume {path}: resuming needs a Lightning .ckpt (a run's checkpoints/last.ckpt), which holds "
+            "the optimizer and loop state; a .safetensors export holds weights only, for mmdit sample / eval"
         )
-    if not path.is_file():
-        raise FileNotFoundError(f"--resume {path}: no such checkpoint file")
+    checkpoint = lightning_checkpoint(path)  # tensors and plain data only: no code runs from it
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         stored = from_yaml(json.dumps(checkpoint["hyper_parameters"]["recipe"]))
         step = int(checkpoint["global_step"])
-        schedule_state = checkpoint["lr_schedulers"][0]["lr_lambdas"][0]  # {} before schedules had state
-    except Exception as err:  # a truncated or foreign file: any reader error means the same to the user
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"--resume {path} is not a readable mmdit checkpoint: {reason}") from None
+        schedulers = checkpoint.get("lr_schedulers") or [{}]
+        schedule_state = (schedulers[0].get("lr_lambdas") or [{}])[0]  # {}: a schedule without state
+    except (KeyError, IndexError, TypeError, ValueError) as err:
+        raise UserError(f"--resume {path} is not a checkpoint of `mmdit fit`: no {err}") from None
     differences = recipe_differences(stored, recipe)
     if differences:
         shown = [f"{k} ({old!r} in the checkpoint, {new!r} now)" for k, (old, new) in differences.items()]
         more = f" and {len(shown) - 6} more" if len(shown) > 6 else ""
-        raise ValueError(
+        raise UserError(
             f"--resume {path} is a checkpoint of another recipe ({stored.name}): it differs in "
             f"{', '.join(shown[:6])}{more}; resume it with the recipe that trained it"
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +22,7 @@ from mmdit.training.checkpoints import run_checkpoints
 from mmdit.training.codec_finish import finish_codec
 from mmdit.training.codec_module import CodecModule
 from mmdit.training.data import MediaDataModule
+from mmdit.training.divergence import LossDivergence
 from mmdit.training.ema import EMA
 from mmdit.training.evaluate import evaluate
 from mmdit.training.export import export_weights
@@ -84,6 +86,7 @@ def train(
     L.seed_everything(recipe.seed, workers=True)
     datamodule, module = build(recipe)  # before the run directory: a recipe that cannot build leaves none
     run_dir = run_directory(recipe)
+    fresh = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "recipe.yaml").write_text(to_yaml(recipe))
     grid = ReconstructionGrid if recipe.autoencoder is not None else SampleGrid
@@ -92,6 +95,7 @@ def train(
         *run_checkpoints(run_dir / "checkpoints", recipe.checkpoint.every_n_steps),
         grid(run_dir, recipe.sample.grid),
         LossCurve(run_dir),
+        LossDivergence(),
     ]
     if recipe.ema.enabled:
         callbacks.append(EMA(recipe.ema.decay))
@@ -107,7 +111,13 @@ def train(
         logger=loggers(run_dir, resumed_step if own_checkpoint else None),
         **trainer_args,
     )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+    except (ValueError, KeyError, OSError):
+        # A bad file met at first use: a new run that saved no checkpoint leaves no half-made directory.
+        if fresh and trainer.is_global_zero and not any((run_dir / "checkpoints").glob("*.ckpt")):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     return trainer, datamodule, module, run_dir
 
 

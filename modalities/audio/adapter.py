@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 
 from mmdit.contract import ModalityAdapter, StreamSpec, Tokens
 from modalities.audio.codec_tokenizer import CodecTokenizer
-from modalities.audio.datasets import AudioFolder, NotesDataset, note_midi, read_audio
+from modalities.audio.datasets import AudioFolder, NotesDataset, fit_length, note_midi, read_audio
 from modalities.audio.metrics import judge_log_mel, log_mel_statistics, pitch_scores
 from modalities.audio.reconstruction import multi_resolution_stft_loss
 from modalities.audio.tokenizers import MelTokenizer, Tokenizer, WaveformTokenizer
@@ -156,6 +156,20 @@ class AudioAdapter(ModalityAdapter):
                 f"token ({self.token_seconds:.4f} s)"
             )
         return audio
+
+    def item(self, path: str | Path) -> dict[str, Any]:
+        """A clip of up to `seconds` as an item: zero-padded to `seconds`, with {"seconds": its duration}
+        (the mask hides the padding, as for the folder datasets' shorter clips); a longer one is an error
+        naming the file and both lengths, since cropping it would describe part of it."""
+        audio = self.load(path)
+        samples = round(self.seconds * self.sample_rate)
+        if audio.shape[-1] > samples:
+            raise ValueError(
+                f"{path}: audio of shape {list(audio.shape)} ({audio.shape[-1] / self.sample_rate:.3f} s); "
+                f"this model reads at most {[audio.shape[0], samples]} ({self.seconds:g} s)"
+            )
+        media, share = fit_length(audio, samples)
+        return {"media": media, "numbers": {"seconds": share * self.seconds}}
 
     def save(self, item: Tensor, path: str | Path) -> Path:
         """item [C, S] in [-1, 1] -> a sound file (format from the suffix: .wav / .flac 16-bit, .ogg Vorbis)

@@ -69,6 +69,8 @@ class MediaFolder(Dataset):
     Labels: with every file inside a first-level sub-folder, the sub-folder's name is the class of label
     `label` (`classes = {label: sorted names}`); with every file directly in `root` there are no labels.
     A fixed seed splits the sorted file list into train and held-out. `kind` names the media in errors.
+    `check(path)`, when given, runs on every file of the split at once (a cheap header read), so a file
+    that is not media is an error naming it before a run starts rather than at its first use.
     """
 
     def __init__(
@@ -81,12 +83,15 @@ class MediaFolder(Dataset):
         heldout_fraction: float = 0.1,
         seed: int = 0,
         label: str = "class",
+        check: Callable[[Path], None] | None = None,
     ) -> None:
         self.root, self.read, self.label = Path(root), read, label
         files, labels, self.classes = labelled_files(self.root, suffixes, kind, label)
         index = split_indices(len(files), split, heldout_fraction, seed)
         self.files = [files[i] for i in index]
         self.labels = [labels[i] for i in index]
+        for path in self.files if check else ():
+            check(path)
 
     def __len__(self) -> int:
         return len(self.files)

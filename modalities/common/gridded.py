@@ -66,6 +66,17 @@ class GridAdapter(ModalityAdapter):
             )
         return tuple(int(n) for n in size)
 
+    def item(self, path: str | Path) -> dict[str, Any]:
+        """A file of this adapter's `size` as an item; another extent is an error naming the file and both
+        shapes (a fixed-size model is not resized behind the user's back)."""
+        media = self.load(path)
+        if tuple(media.shape[1:]) != self.size:
+            raise ValueError(
+                f"{path}: {self.name} of shape {list(media.shape)}; this model reads "
+                f"{[media.shape[0], *self.size]} (resize the file to {list(self.size)})"
+            )
+        return {"media": media, "numbers": {}}
+
     def to_values(self, media: Tensor) -> Tensor:
         """Media -> the values tokens carry (default: the media itself)."""
         return media

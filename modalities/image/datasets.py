@@ -10,7 +10,7 @@ from functools import partial
 from pathlib import Path
 
 from modalities.common.folders import MediaFolder
-from modalities.common.image_files import IMAGE_SUFFIXES, pil_mode, read_image
+from modalities.common.image_files import IMAGE_SUFFIXES, check_image, pil_mode, read_image
 
 
 class ImageFolder(MediaFolder):
@@ -31,5 +31,5 @@ class ImageFolder(MediaFolder):
         size = None if size is None else (int(size[0]), int(size[1]))
         super().__init__(
             root, split, IMAGE_SUFFIXES, partial(read_image, channels=channels, size=size), "image",
-            heldout_fraction, seed, label,
+            heldout_fraction, seed, label, check_image,
         )  # fmt: skip

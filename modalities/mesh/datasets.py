@@ -10,6 +10,7 @@ Both yield `{"media": Tensor (what the encoder made), "labels": {name: int}}`, c
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +34,7 @@ SHAPE_CLASSES = ("box", "sphere", "cylinder", "cone", "torus", "capsule")
 SHAPES_VERSION = 3  # bump when the generator changes, so old caches are not reused
 SHAPES_PER_CLASS = {"train": 100, "heldout": 16}
 SHAPES_SEED = {"train": 0, "heldout": 1}
+READER_VERSION = 2  # bump when `read_mesh` changes what a file becomes (2: vertices merged)
 MAX_TILT = np.radians(15)  # the random tilt away from upright, at most
 
 Encoder = Callable[[trimesh.Trimesh, str], Tensor]
@@ -59,7 +61,19 @@ def read_mesh(path: str | Path) -> trimesh.Trimesh:
         raise ValueError(f"{path} holds an empty mesh (no faces)")
     if not np.isfinite(loaded.vertices).all():
         raise ValueError(f"{path} has NaN or infinite vertex coordinates")
-    return loaded
+    return merged(loaded)
+
+
+def merged(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
+    """`mesh` with coincident vertices merged, as one surface rather than a triangle soup (STL stores each
+    triangle's own corners; unmerged, a closed STL is "not watertight"). Coincident means within 1e-9 of
+    the mesh's extent, so that a tiny or a huge model merges alike; UVs and normals do not keep corners
+    apart, since only the surface is encoded."""
+    extent = float(mesh.scale)
+    if extent > 0 and math.isfinite(extent):
+        digits = math.ceil(-math.log10(extent * 1e-9))
+        mesh.merge_vertices(merge_tex=True, merge_norm=True, digits_vertex=digits)
+    return mesh
 
 
 def make_shape(kind: str, rng: np.random.Generator) -> trimesh.Trimesh:
@@ -101,7 +115,13 @@ class CachedMeshes(Dataset):
     _labels: list[int]  # per source item, set by the subclass before `_fill`
 
     def _fill(
-        self, cache: Path, count: int, mesh_at: Callable[[int], trimesh.Trimesh], encode: Encoder, names
+        self,
+        cache: Path,
+        count: int,
+        mesh_at: Callable[[int], trimesh.Trimesh],
+        encode: Encoder,
+        names,
+        split: str,
     ) -> None:
         """Load `cache`, or encode items 0..count-1 (`mesh_at(i)`; a ValueError skips the item) and write
         it. Skipped items are counted in a warning, each time the dataset is built (the cache keeps them)."""
@@ -115,7 +135,7 @@ class CachedMeshes(Dataset):
             save_file(stored, cache, metadata={"skipped": json.dumps(skipped)})
         if skipped:
             detail = "; ".join(skipped[:5])
-            warnings.warn(f"skipped {len(skipped)} of {count} meshes: {detail}", stacklevel=3)
+            warnings.warn(f"skipped {len(skipped)} of {count} {split} meshes: {detail}", stacklevel=3)
         self.cache = cache
         self.media, self.labels = stored["media"], stored["labels"]
         self.centre, self.scale, self.index = stored["centre"], stored["scale"], stored["index"]
@@ -129,7 +149,7 @@ class CachedMeshes(Dataset):
                     mesh, centre, scale = normalise(mesh_at(i), self.margin)
                     media.append(encode(mesh, names(i)))
                 except ValueError as err:
-                    skipped.append(str(err))
+                    skipped.append(str(err) if names(i) in str(err) else f"{names(i)}: {err}")
                     continue
                 index.append(i)
                 centres.append(torch.from_numpy(centre))
@@ -170,7 +190,7 @@ class ShapesDataset(CachedMeshes):
         self._labels = [SHAPE_CLASSES.index(kind) for kind in self.kinds]
         key = cache_key(settings, margin, SHAPES_VERSION, SHAPES_SEED[split], per_class)
         cache = cache_dir() / f"shapes-{split}-{key}.safetensors"
-        self._fill(cache, len(self.kinds), self._raw, encode, lambda i: f"shapes/{split}/{i}")
+        self._fill(cache, len(self.kinds), self._raw, encode, lambda i: f"shapes/{split}/{i}", split)
 
     def _raw(self, i: int) -> trimesh.Trimesh:
         # One generator per item, so item i does not depend on the items before it.
@@ -208,9 +228,18 @@ class MeshFolder(CachedMeshes):
         stamps = [
             (p.relative_to(self.root).as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in self.files
         ]
-        cache = self.root / ".mmdit-cache" / f"{split}-{cache_key(settings, margin, stamps)}.safetensors"
+        cache = (
+            self.root
+            / ".mmdit-cache"
+            / f"{split}-{cache_key(settings, margin, READER_VERSION, stamps)}.safetensors"
+        )
         self._fill(
-            cache, len(self.files), lambda i: read_mesh(self.files[i]), encode, lambda i: str(self.files[i])
+            cache,
+            len(self.files),
+            lambda i: read_mesh(self.files[i]),
+            encode,
+            lambda i: str(self.files[i]),
+            split,
         )
 
     def mesh(self, i: int) -> trimesh.Trimesh:

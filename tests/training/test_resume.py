@@ -183,11 +183,11 @@ def test_resume_refuses_another_recipes_checkpoint_naming_the_keys(checkpoint, n
 
 def test_resume_refuses_files_that_are_no_checkpoint(checkpoint, tmp_path):
     recipe = load_recipe("image-digits", [*TINY, "optimizer.decay=constant"])
-    with pytest.raises(ValueError, match=r"weights\.safetensors: expected a Lightning \.ckpt"):
+    with pytest.raises(ValueError, match=r"weights\.safetensors: resuming needs a Lightning \.ckpt"):
         check_resume(recipe, tmp_path / "weights.safetensors")
-    with pytest.raises(FileNotFoundError, match="missing.ckpt: no such checkpoint file"):
+    with pytest.raises(FileNotFoundError, match=r"missing\.ckpt does not exist"):
         check_resume(recipe, tmp_path / "missing.ckpt")
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(checkpoint.read_bytes()[:1000])
-    with pytest.raises(ValueError, match=r"truncated\.ckpt is not a readable mmdit checkpoint: \S"):
+    with pytest.raises(ValueError, match=r"cannot read checkpoint .*truncated\.ckpt: truncated"):
         check_resume(recipe, truncated)

@@ -1,6 +1,7 @@
 """The image adapter: patch round trips through the adapter, files, datasets, previews and evaluation (the
 patch functions themselves: tests/modalities/common/test_patches.py)."""
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -89,6 +90,12 @@ def test_image_folder_errors_name_the_file_or_folder(tmp_path):
         ImageFolder(empty, "train")
     write_png(tmp_path / "a" / "good.png", 0)
     (tmp_path / "a" / "bad.png").write_bytes(b"\x89PNG garbage")
+    with pytest.raises(ValueError, match=f"cannot read image {tmp_path / 'a' / 'bad.png'}"):
+        ImageFolder(tmp_path, "train", heldout_fraction=0.0)  # the header check, before any training
+    noise = np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "a" / "bad.png")
+    truncated = (tmp_path / "a" / "bad.png").read_bytes()[:100]  # a good header, a truncated body
+    (tmp_path / "a" / "bad.png").write_bytes(truncated)
     data = ImageFolder(tmp_path, "train", heldout_fraction=0.0)
     bad = data.files.index(tmp_path / "a" / "bad.png")
     with pytest.raises(ValueError, match=str(tmp_path / "a" / "bad.png")):

@@ -55,9 +55,7 @@ def test_trimesh_round_trip_of_every_format(tmp_path, fmt):
     path = tmp_path / f"capsule.{fmt}"
     mesh.export(path)
     back = read_mesh(path)
-    assert back.is_watertight or fmt == "stl"  # STL stores unshared corners; merging restores them
-    back.merge_vertices()
-    assert back.is_watertight
+    assert back.is_watertight  # STL stores each triangle's own corners: read_mesh merges them
     assert abs(back.volume - mesh.volume) < 1e-5 * mesh.volume
     assert np.allclose(back.bounds, mesh.bounds, atol=1e-6)
 
@@ -102,6 +100,25 @@ def test_bad_files_are_errors_naming_them(tmp_path, name, content, message):
     assert name in str(err.value)
 
 
+@pytest.mark.parametrize("scale", [1e-6, 1.0, 1e6])
+def test_an_stl_of_any_scale_reads_as_one_watertight_surface(tmp_path, scale):
+    mesh = make_shape("torus", np.random.default_rng(1)).apply_scale(scale)
+    path = write(tmp_path / "torus.stl", mesh.export(file_type="stl"))
+    back = read_mesh(path)
+    assert back.is_watertight and len(back.vertices) == len(mesh.vertices)
+    assert abs(back.volume - mesh.volume) < 1e-5 * mesh.volume
+
+
+def test_a_degenerate_mesh_is_skipped_naming_its_file_and_split(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        write(tmp_path / "meshes" / f"{i}.obj", make_shape("box", rng).export(file_type="obj"))
+    write(tmp_path / "meshes" / "flat.obj", "v 1 1 1\nv 1 1 1\nv 1 1 1\nf 1 2 3\n")
+    encode, settings = encoder_counting([])
+    with pytest.warns(UserWarning, match=r"skipped 1 of 4 train meshes: .*flat\.obj: .*no extent"):
+        MeshFolder(tmp_path / "meshes", "train", encode, settings, 0.1, heldout_fraction=0.0)
+
+
 def encoder_counting(calls):
     tok = MeshAdapter(resolution=8, patch_size=4, truncation=2.0).tokenizer
 
@@ -120,7 +137,7 @@ def test_folder_dataset_labels_cache_and_skips(tmp_path):
     write(tmp_path / "meshes" / "box" / "broken.obj", "v 1 2\nf 1 1\n")
     calls = []
     encode, settings = encoder_counting(calls)
-    with pytest.warns(UserWarning, match=r"skipped 1 of \d+ meshes: .*broken.obj"):
+    with pytest.warns(UserWarning, match=r"skipped 1 of \d+ train meshes: .*broken.obj"):
         train = MeshFolder(tmp_path / "meshes", "train", encode, settings, 0.1, heldout_fraction=0.0)
     assert train.classes == {"class": ["box", "torus"]} and len(train) == 10
     for i in range(len(train)):
@@ -130,7 +147,7 @@ def test_folder_dataset_labels_cache_and_skips(tmp_path):
     assert len(list((tmp_path / "meshes" / ".mmdit-cache").glob("train-*.safetensors"))) == 1
     # A second build reads the cache and encodes nothing; a changed file is a new cache entry.
     calls.clear()
-    with pytest.warns(UserWarning, match=r"skipped 1 of \d+ meshes: .*broken.obj"):
+    with pytest.warns(UserWarning, match=r"skipped 1 of \d+ train meshes: .*broken.obj"):
         again = MeshFolder(tmp_path / "meshes", "train", encode, settings, 0.1, heldout_fraction=0.0)
     assert calls == [] and torch.equal(again.media, train.media)
     write(tmp_path / "meshes" / "torus" / "0.obj", make_shape("torus", rng).export(file_type="obj"))
