@@ -149,6 +149,7 @@ class AutoencoderSection:
     strides: list[int] = field(default_factory=lambda: [4, 4, 4])  # downsampling between levels (2, 4, 8)
     blocks: int = 1  # residual blocks per level
     kernel: int = 3  # odd; waveforms like 7
+    stft: list[int] | None = None  # waveforms: [n_fft, hop], convolutions over STFT frames (Vocos-like)
     kl_weight: float = 1e-4  # weight of the KL per latent element against the reconstruction loss
     crop: list[int] | None = None  # train on random crops of this extent per axis (convolutions do not
     # care where they are; a quarter of a clip costs a quarter); validation sees whole items

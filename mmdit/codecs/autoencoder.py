@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mmdit.codecs.spectral import STFTFrames
+
 STRIDES = (2, 4, 8)
 MAX_GROUPS = 32
 LOGVAR_RANGE = (-30.0, 20.0)  # exp(-30) ... exp(20): keeps exp(logvar) and the KL finite in float32
@@ -27,7 +29,9 @@ class AutoencoderConfig:
     patch: 1, or an even number of cells per axis that the first conv strides over (kernel 2·patch, so
     windows overlap) and a transposed conv of the same shape restores at the end (overlap-add, no seams
     between patches), so that every other layer runs at 1/patch of the resolution: for waveforms, few
-    wide matrix products instead of many thin ones.
+    wide matrix products instead of many thin ones; stft: None, or (n_fft, hop) for waveforms (dims 1,
+    patch 1): the convolutions run over STFT frames (`STFTFrames`, real and imaginary parts of every bin as
+    channels) and decoding ends in an inverse STFT, so the hop is the first downsampling.
     """
 
     dims: int
@@ -38,11 +42,14 @@ class AutoencoderConfig:
     blocks: int = 1
     kernel: int = 3
     patch: int = 1
+    stft: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         # Lists (as JSON gives them) become tuples, so that configs compare and hash by value.
         object.__setattr__(self, "widths", tuple(self.widths))
         object.__setattr__(self, "strides", tuple(self.strides))
+        if self.stft is not None:
+            object.__setattr__(self, "stft", tuple(self.stft))
         if self.dims not in (1, 2, 3):
             raise ValueError(f"dims must be 1, 2 or 3, got {self.dims!r}")
         for name in ("channels", "latent_channels", "blocks", "patch"):
@@ -62,11 +69,27 @@ class AutoencoderConfig:
             raise ValueError(f"patch must be 1 or even (its kernel is 2·patch, centred), got {self.patch}")
         if not _is_int(self.kernel) or self.kernel < 1 or self.kernel % 2 == 0:
             raise ValueError(f"kernel must be a positive odd int (to keep extents), got {self.kernel!r}")
+        if self.stft is not None:
+            self._check_stft()
+
+    def _check_stft(self) -> None:
+        if len(self.stft) != 2 or not all(_is_int(v) and v >= 1 for v in self.stft):
+            raise ValueError(f"stft must be (n_fft, hop), two positive ints, got {self.stft!r}")
+        n_fft, hop = self.stft
+        if n_fft % 2 or n_fft < 2 * hop:
+            # Hann windows overlap-add to a constant only when they overlap: hop <= n_fft / 2.
+            raise ValueError(f"stft (n_fft, hop) = {self.stft}: n_fft must be even and at least 2 * hop")
+        if self.dims != 1 or self.patch != 1:
+            raise ValueError(
+                f"stft is for waveforms: dims 1 and patch 1, got dims {self.dims}, patch {self.patch}"
+            )
 
     @property
     def downsampling(self) -> int:
-        """How many input positions one latent position covers along each axis: patch × the strides."""
-        return self.patch * math.prod(self.strides)
+        """How many input positions one latent position covers along each axis: patch (or the STFT hop) ×
+        the strides."""
+        hop = 1 if self.stft is None else self.stft[1]
+        return self.patch * hop * math.prod(self.strides)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (tuples as lists)."""
@@ -74,7 +97,7 @@ class AutoencoderConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AutoencoderConfig:
-        """The inverse of `to_dict`; keys with defaults (blocks, kernel) may be left out."""
+        """The inverse of `to_dict`; keys with defaults (blocks, kernel, patch, stft) may be left out."""
         fields = dataclasses.fields(cls)
         unknown = sorted(set(d) - {f.name for f in fields})
         if unknown:
@@ -183,8 +206,10 @@ class ConvAutoencoder(nn.Module):
         self.config = config
         d, k, widths = config.dims, config.kernel, config.widths
         p = config.patch
-        first = conv(d, config.channels, widths[0], 2 * p, stride=p, padding=p // 2) if p > 1 else None
-        encoder: list[nn.Module] = [first or conv(d, config.channels, widths[0], k)]
+        self.frames = None if config.stft is None else STFTFrames(*config.stft)
+        inputs = config.channels if self.frames is None else self.frames.features(config.channels)
+        first = conv(d, inputs, widths[0], 2 * p, stride=p, padding=p // 2) if p > 1 else None
+        encoder: list[nn.Module] = [first or conv(d, inputs, widths[0], k)]
         width = widths[0]
         for level, level_width in enumerate(widths):
             for _ in range(config.blocks):
@@ -206,7 +231,7 @@ class ConvAutoencoder(nn.Module):
             if level > 0:
                 s = config.strides[level - 1]
                 decoder += [nn.Upsample(scale_factor=s, mode="nearest"), conv(d, width, width, k)]
-        last = transposed_conv(d, width, config.channels, p) if p > 1 else conv(d, width, config.channels, k)
+        last = transposed_conv(d, width, inputs, p) if p > 1 else conv(d, width, inputs, k)
         decoder += [norm(width), nn.SiLU(), last]
         self.decoder = nn.Sequential(*decoder)
 
@@ -219,13 +244,15 @@ class ConvAutoencoder(nn.Module):
                 f"input of shape {tuple(x.shape)}: every extent must be divisible by the downsampling "
                 f"factor {factor}"
             )
-        mean, logvar = self.encoder(x).chunk(2, dim=1)
+        features = x if self.frames is None else self.frames.analyse(x)
+        mean, logvar = self.encoder(features).chunk(2, dim=1)
         return Posterior(mean, logvar)
 
     def decode(self, z: Tensor) -> Tensor:
         """z [B, latent_channels, *latent_extent] -> x_hat [B, C, *latent_extent * downsampling]."""
         self._check(z, self.config.latent_channels, "latent")
-        return self.decoder(z)
+        x_hat = self.decoder(z)
+        return x_hat if self.frames is None else self.frames.synthesise(x_hat)
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Reconstruction:
         """x [B, C, *extent] -> the reconstruction of a z sampled (with `generator`) from q(z | x)."""

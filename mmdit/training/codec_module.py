@@ -37,6 +37,7 @@ def autoencoder_config(recipe: DictConfig, item_shape: tuple[int, ...]) -> Autoe
         blocks=section.blocks,
         kernel=section.kernel,
         patch=section.patch,
+        stft=None if section.stft is None else tuple(section.stft),
     )
 
 
