@@ -77,19 +77,23 @@ class MediaDataModule(L.LightningDataModule):
         permutation interleaved, so over W ranks with batch b, rank r's j-th item of a step is item
         r + W·j of the batch of W·b that one process gets: with `mmdit.training.step_noise`, DDP trains
         what one process over the same global batch trains."""
+        return self._shuffled(self.train)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.heldout)
+
+    def _shuffled(self, dataset: Dataset) -> DataLoader:
+        """Full batches of `dataset` in a new order each epoch, dealt across the ranks (train_dataloader)."""
         trainer = self.trainer
         sampler = DistributedSampler(
-            self.train,
+            dataset,
             num_replicas=trainer.world_size if trainer else 1,
             rank=trainer.global_rank if trainer else 0,
             shuffle=True,
             seed=self.seed,
             drop_last=True,
         )
-        return self._loader(self.train, sampler=sampler, drop_last=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.heldout)
+        return self._loader(dataset, sampler=sampler, drop_last=True)
 
     def _loader(self, dataset, sampler=None, drop_last: bool = False) -> DataLoader:
         return DataLoader(
