@@ -46,7 +46,7 @@ def main() -> None:
     labels, numbers = item_conditions(data.train, batch_size, list(recipe.conditioning.labels))
     start = time.perf_counter()
     trajectories, nfe = draw_trajectories(
-        data.teacher, labels, numbers, student.student_times(), data.sampling, seed=0
+        data.teacher, batch_size, labels, numbers, student.student_times(), data.sampling, seed=0
     )
     teacher_seconds = time.perf_counter() - start
     batch = default_collate([trajectories[i] for i in range(batch_size)])

@@ -93,6 +93,7 @@ def teacher_sampling(teacher: DiffusionModule, overrides: Mapping[str, Any]) -> 
 
 def draw_trajectories(
     teacher: DiffusionModule,
+    n: int,
     labels: Mapping[str, Tensor],
     numbers: Mapping[str, Tensor],
     student_times: Tensor,
@@ -100,13 +101,12 @@ def draw_trajectories(
     seed: int,
     progress: Progress | None = None,
 ) -> tuple[TrajectoryDataset, int]:
-    """One teacher trajectory per item of labels {key: [n]} and numbers {name: [n]}, recorded at
+    """n teacher trajectories, item i with labels {key: [n]} and numbers {name: [n]}, recorded at
     student_times [K + 1]; the teacher samples with `sampling` (a checked sample section), the noise of
     items begin.. drawn from seed + begin. Returns the trajectories and the teacher's NFE per trajectory."""
     teacher_times = teacher.objective.schedule(sampling.steps, kind=sampling.schedule)
     times, keep = recorded_times(student_times.cpu(), teacher_times)
     recorder = TrajectoryRecorder(teacher.objective, sampling.sampler, times, keep)
-    n = len(next(iter(labels.values()))) if labels else len(next(iter(numbers.values())))
     task = progress.add_task(f"teacher trajectories ({n})", total=n) if progress else None
     chunks: list[dict[str, dict[str, Tensor]]] = []
     for begin in range(0, n, TEACHER_BATCH):
@@ -188,10 +188,11 @@ class TrajectoryDataModule(MediaDataModule):
         teacher = self.teacher.to(device)
         start = time.perf_counter()
         shown = trainer is None or trainer.progress_bar_callback is not None
-        base = self.recipe.seed * 1_000_003
+        base = self.recipe.seed * 1_000_003  # chunk seeds base + i: train and held-out noise never shared
         with Progress(disable=not shown, transient=True) as progress:
             self.trajectories["train"], nfe = draw_trajectories(
                 teacher,
+                count,
                 self._labels_with_dropout(train_labels),
                 train_numbers,
                 self.student_times,
@@ -201,6 +202,7 @@ class TrajectoryDataModule(MediaDataModule):
             )
             self.trajectories["heldout"], _ = draw_trajectories(
                 teacher,
+                len(self.heldout),
                 heldout_labels,
                 heldout_numbers,
                 self.student_times,

@@ -73,6 +73,27 @@ def test_distillation_lowers_the_loss_of_the_guided_teachers_trajectories(teache
     assert student.distillation_loss(batch).item() < 0.2 * before  # held-out trajectories
 
 
+def test_label_dropout_gives_the_teachers_unconditional_flow_to_a_share_of_trajectories(teacher_export):
+    data, _ = build(teacher_export, "conditioning.dropout=0.5")
+    digits = torch.stack([item["labels"]["digit"] for item in data.trajectories["train"]])
+    null = data.teacher.model.label_embedders["digit"].null_index
+    assert 0.3 < (digits == null).float().mean() < 0.7
+    first = next(i for i, d in enumerate(digits) if d == null)
+    # The 64 trajectories are one chunk of the teacher's, drawn from the seed's noise. Guidance between two
+    # null-label branches is the unguided unconditional prediction: so is such an item's trajectory.
+    unguided = data.teacher.sample_tokens(
+        64,
+        {"digit": torch.full((64,), null)},
+        integrate=lambda predict, noise, g: data.teacher.objective.sample(predict, noise, 16, "dpmpp_2m"),
+        cfg=1.0,
+        seed=data.recipe.seed * 1_000_003,
+    )
+    x = data.trajectories["train"][first]["trajectory"]["image"]["x"][-1]
+    assert_close(x, unguided["image"].x[first], atol=1e-5, rtol=1e-5)
+    held = torch.stack([item["labels"]["digit"] for item in data.trajectories["heldout"]])
+    assert not (held == null).any()  # validation asks for the held-out items' labels
+
+
 def test_the_student_starts_from_the_teachers_weights(teacher_export):
     from mmdit.training.build import load_module
 
