@@ -19,6 +19,7 @@ import lightning
 import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
+from safetensors import safe_open
 
 from mmdit.annotations import misfits
 from mmdit.errors import UserError
@@ -162,6 +163,20 @@ class CheckpointConfig:
 
 
 @dataclass
+class DistillSection:
+    """`distill:` makes a recipe a distillation: `mmdit fit` trains a student, initialised from the teacher's
+    weights, to sample in the `sample` section's few Euler steps without guidance, along the guided
+    teacher's ODE trajectories (mmdit.training.distill_module). The recipe takes its streams, data,
+    conditioning, tasks, model, objective and eval sections from the teacher's (TEACHER_SECTIONS); keys
+    it writes in them override the teacher's."""
+
+    teacher: str = MISSING  # the teacher's export (.safetensors, written by `mmdit fit` / `mmdit export`)
+    teacher_sample: dict[str, Any] = field(default_factory=lambda: {"steps": 16, "sampler": "dpmpp_2m"})
+    # ^ sample keys that replace the teacher recipe's own while it draws trajectories (cfg, schedule, ...)
+    trajectories: int = 4096  # teacher trajectories drawn once before training, from train items' labels
+
+
+@dataclass
 class EvalConfig:
     samples: int | None = None  # items `mmdit eval` generates and judges; default one per held-out item,
     # more cycle through the held-out items' labels again
@@ -185,7 +200,17 @@ class Recipe:
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     autoencoder: AutoencoderSection | None = None  # set: the recipe trains a codec, not a diffusion model
+    distill: DistillSection | None = None  # set: the recipe distils a teacher export into a few-step student
     trainer: dict[str, Any] = field(default_factory=dict)
+
+
+TEACHER_SECTIONS = ("streams", "data", "conditioning", "tasks", "model", "objective", "eval")
+"""What a distillation recipe takes from its teacher's recipe: the student is the teacher's network (it
+starts from its weights), conditioned on the same data's labels."""
+
+
+TEACHER_SAMPLE_KEYS = ("steps", "sampler", "schedule", "cfg", "guidance_interval", "cfg_schedule")
+"""The `sample` keys `distill.teacher_sample` may set for the teacher's trajectories."""
 
 
 def _bundled_files() -> list[Traversable]:
@@ -234,8 +259,9 @@ def load_recipe(source: str | Path | Mapping[str, Any], overrides: Sequence[str]
     for bad in (o for o in overrides if "=" not in o):
         raise UserError(f"override {bad!r} is not key=value")
     given = _parse_overrides(overrides)
+    teacher = _teacher_sections(path, OmegaConf.merge(content, given))
     try:
-        recipe = OmegaConf.merge(schema, content, given)
+        recipe = OmegaConf.merge(schema, teacher, content, given)
     except (ConfigKeyError, ConfigAttributeError) as err:
         key = err.full_key or str(err)
         raise KeyError(
@@ -356,6 +382,43 @@ def _check_trainer(path: Any, trainer: Mapping[str, Any]) -> None:
     interval = trainer.get("val_check_interval")
     if isinstance(interval, int | float) and not interval > 0:
         raise UserError(f"{path}: trainer.val_check_interval must be above 0, got {interval}")
+
+
+def _teacher_sections(path: Any, written: DictConfig) -> DictConfig:
+    """The TEACHER_SECTIONS of the recipe in `distill.teacher`'s export ({} for a recipe without a
+    distill section), which the distillation recipe's own keys then override."""
+    section = written.get("distill")
+    if section is None:
+        return OmegaConf.create({})
+    teacher = section.get("teacher") if OmegaConf.is_dict(section) else None
+    if teacher is None or OmegaConf.is_missing(section, "teacher"):
+        raise KeyError(
+            f"{path}: distill.teacher is not set; give the teacher's export, e.g. "
+            "distill.teacher=runs/image-digits/RUN/weights.safetensors"
+        )
+    unknown = sorted(set(section.get("teacher_sample") or {}) - set(TEACHER_SAMPLE_KEYS))
+    if unknown:
+        raise KeyError(
+            f"{path}: distill.teacher_sample keys {unknown} are not teacher sampling keys; valid: "
+            f"{list(TEACHER_SAMPLE_KEYS)}"
+        )
+    stored = exported_recipe(teacher, "distill.teacher")
+    return OmegaConf.create({k: stored[k] for k in TEACHER_SECTIONS})
+
+
+def exported_recipe(path: str | Path, key: str = "weights") -> DictConfig:
+    """The recipe in the metadata of an mmdit export (`.safetensors`); `key` names what gave the path in
+    errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{key} {path} does not exist")
+    if path.suffix != ".safetensors":
+        raise ValueError(f"{key} {path}: expected a .safetensors export (`mmdit export` writes one)")
+    with safe_open(path, "pt") as f:
+        meta = f.metadata() or {}
+    if "recipe" not in meta:
+        raise ValueError(f"{key} {path}: no mmdit recipe in its metadata; was it written by `mmdit export`?")
+    return from_yaml(meta["recipe"])
 
 
 def _objective_section(path: Any, written: Any, merged: DictConfig) -> DictConfig:

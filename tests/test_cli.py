@@ -130,6 +130,45 @@ def test_sample_draws_another_size_through_the_layout(run_dir, tmp_path, capsys)
     assert "layout takes no option colour; valid: ['size']" in capsys.readouterr().err
 
 
+STUDENT = [
+    "distill.trajectories=64",
+    "data.batch_size=32",
+    "trainer.max_steps=6",
+    "trainer.val_check_interval=3",
+    "trainer.limit_val_batches=1",
+    "trainer.enable_progress_bar=false",
+    "optimizer.warmup_steps=2",
+    "sample.grid=10",
+]
+
+
+def test_a_student_distilled_from_the_fit_samples_in_two_steps(run_dir, tmp_path, capsys):
+    teacher = run_dir / "weights.safetensors"
+    student = tmp_path / "student"
+    assert (
+        main(["fit", "image-digits-turbo", f"distill.teacher={teacher}", *STUDENT, f"run_dir={student}"]) == 0
+    )
+    for name in ("recipe.yaml", "weights.safetensors", "eval.json", "samples.png", "trajectories.json"):
+        assert (student / name).is_file(), name
+    trajectories = json.loads((student / "trajectories.json").read_text())
+    # DPM-Solver++(2M) at 16 steps, every call guided (the teacher's cfg 1.5): 32 NFE a trajectory.
+    assert trajectories["teacher_nfe"] == 32 and trajectories["student_times"] == [1.0, 0.5, 0.0]
+    assert (trajectories["train"], trajectories["heldout"]) == (64, 359)
+    report = json.loads((student / "eval.json").read_text())
+    assert report["sampling"]["nfe"] == 2 and report["sampling"]["sampler"] == "euler"
+    assert report["sampling"]["cfg"] == 1.0
+    # The student is the teacher's network, and an ordinary export.
+    module = load_module(student / "weights.safetensors")
+    assert module.recipe.model.width == 32 and module.recipe.distill.teacher == str(teacher)
+    out = tmp_path / "twos"
+    args = ["sample", str(student / "weights.safetensors"), "--label", "2", "--n", "3", "--out", str(out)]
+    assert main([*args, "--steps", "2"]) == 0
+    assert len(list(out.glob("image_digit-2_00*.png"))) == 3
+    capsys.readouterr()
+    assert main(["eval", str(student / "weights.safetensors"), "--json", "--steps", "2"]) == 0
+    assert json.loads(capsys.readouterr().out)["sampling"]["nfe"] == 2
+
+
 def test_modalities_lists_the_builtins_with_their_options(capsys):
     assert main(["modalities"]) == 0
     out = capsys.readouterr().out
@@ -151,6 +190,11 @@ def test_recipes_lists_the_bundled_ones(capsys):
         (["fit", "image-digits", "streams.image.options.patch=2"], "'patch'"),
         (["fit", "image-digits", "trainer.max_epoch=2"], "max_epoch"),
         (["sample", "missing.safetensors"], "missing.safetensors"),
+        (["fit", "image-digits-turbo"], "give the teacher's export"),
+        (
+            ["fit", "image-digits-turbo", "distill.teacher=none.safetensors"],
+            "none.safetensors does not exist",
+        ),
     ],
 )
 def test_bad_input_is_a_clear_error(args, message, capsys):

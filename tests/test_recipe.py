@@ -2,17 +2,20 @@
 error that names the key (and lists the valid ones) before anything trains."""
 
 import pytest
+from omegaconf import OmegaConf
 from omegaconf.errors import ReadonlyConfigError
 
 from mmdit.errors import UserError
-from mmdit.recipe import available, load_recipe
+from mmdit.recipe import available, load_recipe, recipe_file
 
 TINY = {"name": "tiny", "streams": {"image": {"modality": "image"}}, "data": {"source": "digits"}}
 
 
 @pytest.mark.parametrize("name", sorted(available()))
-def test_every_bundled_recipe_loads_with_a_description(name):
-    recipe = load_recipe(name)
+def test_every_bundled_recipe_loads_with_a_description(name, teacher_export):
+    written = OmegaConf.create(recipe_file(name).read_text())
+    overrides = [f"distill.teacher={teacher_export}"] if "distill" in written else []
+    recipe = load_recipe(name, overrides)
     assert recipe.name == name and available()[name] and recipe.streams
 
 
@@ -115,3 +118,35 @@ def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path):
 def test_numbers_out_of_their_range_name_the_key(override, message):
     with pytest.raises(UserError, match=message):
         load_recipe("image-digits", [override])
+
+
+def test_a_distillation_recipe_takes_the_teachers_network_and_data_and_keeps_its_own_run(teacher_export):
+    teacher = load_recipe("image-digits", ["model.width=32", "model.heads=2", "model.single_depth=1"])
+    student = load_recipe("image-digits-turbo", [f"distill.teacher={teacher_export}", "model.mlp_ratio=2"])
+    assert student.streams == teacher.streams and student.objective == teacher.objective
+    assert (student.model.width, student.model.single_depth, student.model.mlp_ratio) == (32, 1, 2.0)
+    assert student.data.source == teacher.data.source == "digits"
+    # Its own keys win inside the inherited sections; the sections it does not take stay its own.
+    assert student.conditioning.labels == ["digit"] and student.conditioning.dropout == 0.0
+    assert (student.name, student.sample.sampler, student.sample.steps) == ("image-digits-turbo", "euler", 2)
+    assert student.trainer.max_steps != teacher.trainer.max_steps and student.run_dir is None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error", "message"),
+    [
+        ([], KeyError, r"image-digits-turbo.yaml: distill.teacher is not set; give the teacher's export"),
+        (["distill.teacher=none.safetensors"], FileNotFoundError, r"distill.teacher none.safetensors does"),
+        (["distill.teacher=TEACHER", "distill.teacher_sample.grid=4"], KeyError, r"keys \['grid'\] are not"),
+    ],
+)
+def test_a_distillation_recipe_names_a_missing_or_wrong_teacher(overrides, error, message, teacher_export):
+    overrides = [o.replace("TEACHER", str(teacher_export)) for o in overrides]
+    with pytest.raises(error, match=message):
+        load_recipe("image-digits-turbo", overrides)
+
+
+def test_a_file_that_is_not_an_export_is_named(tmp_path):
+    (tmp_path / "weights.ckpt").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"distill.teacher .*weights.ckpt: expected a .safetensors export"):
+        load_recipe({**TINY, "distill": {"teacher": str(tmp_path / "weights.ckpt")}})

@@ -6,7 +6,7 @@ and flow_matching put data at t = 1).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -16,7 +16,8 @@ from torch import Tensor
 from mmdit.model.tokens import masked_mean
 from mmdit.objectives import schedules
 from mmdit.objectives.objective import Noised, Objective, Predict, State
-from mmdit.objectives.solvers import FLOW_SAMPLERS
+from mmdit.objectives.solvers import FLOW_SAMPLERS, FLOW_TRAJECTORIES
+from mmdit.objectives.solvers.field import Velocity
 
 MIN_TIME = 0.05  # the floor of t when an x0 prediction is turned into a velocity
 
@@ -125,13 +126,25 @@ class RectifiedFlow(Objective):
         generator)."""
         self.check_sampler(sampler)
         self.check_schedule(schedule)
+        device = next(iter(noise.values())).device
+        times = self.schedule(steps, device, schedule)
+        return FLOW_SAMPLERS[sampler](self.velocity_field(predict), noise, times, progress)
+
+    def trajectory(
+        self, predict: Predict, noise: State, times: Tensor, sampler: str, progress: Callable = iter
+    ) -> Iterator[State]:
+        """The states the ODE passes through from `noise` at times[0] along `times` [steps + 1] with
+        `sampler`: one yielded at each of times[1:]."""
+        self.check_sampler(sampler)
+        return FLOW_TRAJECTORIES[sampler](self.velocity_field(predict), noise, times, progress)
+
+    def velocity_field(self, predict: Predict) -> Velocity:
+        """The network's outputs as the velocity the solvers integrate."""
 
         def velocity(x: State, t: Tensor) -> State:
             return {s: self.velocity(out, x[s], t) for s, out in predict(x, t).items()}
 
-        device = next(iter(noise.values())).device
-        times = self.schedule(steps, device, schedule)
-        return FLOW_SAMPLERS[sampler](velocity, noise, times, progress)
+        return velocity
 
     def schedule(self, steps: int, device: torch.device | str = "cpu", kind: str = "uniform") -> Tensor:
         """[steps + 1] float32 times from 1 (noise) down to 0 (data), shifted like the training times; kind:

@@ -19,8 +19,10 @@ from mmdit.model.presets import preset
 from mmdit.recipe import from_yaml
 from mmdit.training.codec_module import CodecModule, autoencoder_config
 from mmdit.training.data import MediaDataModule, data_stream
+from mmdit.training.distill_module import DistillModule
 from mmdit.training.module import DiffusionModule
 from mmdit.training.token_cache import CachedDataModule
+from mmdit.training.trajectories import TrajectoryDataModule
 from mmdit.weights_files import lightning_checkpoint, read_safetensors, state_dict_mismatch
 from modalities.registry import ModalityEntry, adapter_class, build_adapter, catalogue
 
@@ -68,9 +70,12 @@ def build_data(recipe: DictConfig, adapters: dict[str, ModalityAdapter]) -> Medi
 
 
 def build(recipe: DictConfig) -> tuple[MediaDataModule, DiffusionModule | CodecModule]:
-    """The data and training modules of a run: a diffusion model, or with an `autoencoder:` section the
-    codec of the data stream's media (sized by the data's first item)."""
+    """The data and training modules of a run: a diffusion model, with an `autoencoder:` section the
+    codec of the data stream's media (sized by the data's first item), or with a `distill:` section a
+    few-step student of the teacher export it names."""
     adapters = build_adapters(recipe)
+    if recipe.distill is not None:
+        return build_distillation(recipe, adapters)
     datamodule = build_data(recipe, adapters)
     if recipe.autoencoder is None:
         return datamodule, DiffusionModule(recipe, datamodule.classes, adapters)
@@ -79,6 +84,32 @@ def build(recipe: DictConfig) -> tuple[MediaDataModule, DiffusionModule | CodecM
     item_shape = tuple(datamodule.train[0]["media"].shape)
     config = autoencoder_config(recipe, item_shape)
     return datamodule, CodecModule(recipe, datamodule.classes, adapters[data_stream(recipe)], config)
+
+
+def build_distillation(
+    recipe: DictConfig, adapters: dict[str, ModalityAdapter]
+) -> tuple[TrajectoryDataModule, DistillModule]:
+    """The student (the teacher's network and weights, trained on the teacher's trajectories) and the
+    data module that draws those trajectories."""
+    if recipe.autoencoder is not None:
+        raise ValueError(f"recipe {recipe.name!r} has both autoencoder and distill sections: pick one")
+    teacher = load_module(recipe.distill.teacher)
+    if teacher.objective.kind != "flow":
+        raise ValueError(
+            f"distill.teacher {recipe.distill.teacher}: a {teacher.objective.kind} objective; distillation "
+            "follows the flow ODE"
+        )
+    student = DistillModule(recipe, teacher.classes, adapters)
+    try:
+        student.model.load_state_dict(teacher.model.state_dict())
+    except RuntimeError as err:
+        detail = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
+        raise ValueError(
+            f"distill.teacher {recipe.distill.teacher}: its network does not fit the student's ({detail}); "
+            "the student takes streams, model and conditioning from the teacher: leave them as its own"
+        ) from None
+    datamodule = TrajectoryDataModule(recipe, adapters, teacher, student.student_times())
+    return datamodule, student
 
 
 def load_module(path: str | Path, map_location: str = "cpu") -> DiffusionModule:

@@ -80,17 +80,25 @@ class MediaDataModule(L.LightningDataModule):
         what one process over the same global batch trains. The loader is resumable and the items' own
         draws are seeded by (seed, epoch, index) (`mmdit.training.train_order`): a resumed run trains
         the batches of the uninterrupted one."""
+        return self._shuffled(self.train)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.heldout)
+
+    def _shuffled(self, dataset: Dataset) -> ResumableLoader:
+        """Full batches of `dataset` in a new order each epoch, dealt across the ranks, resumable."""
         trainer = self.trainer
         sampler = EpochOrder(
-            self.train,
+            dataset,
             num_replicas=trainer.world_size if trainer else 1,
             rank=trainer.global_rank if trainer else 0,
             seed=self.seed,
         )
-        return ResumableLoader(SeededItems(self.train, self.seed), sampler, **self._loader_options())
+        return ResumableLoader(SeededItems(dataset, self.seed), sampler, **self._loader_options())
 
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.heldout, **self._loader_options())
+    def _loader(self, dataset: Dataset) -> DataLoader:
+        """`dataset` in order, in batches (held-out data)."""
+        return DataLoader(dataset, **self._loader_options())
 
     def _loader_options(self) -> dict:
         return dict(

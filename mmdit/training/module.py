@@ -35,6 +35,7 @@ from mmdit.model.presets import model_arguments
 from mmdit.objectives.build import build_objective
 from mmdit.objectives.finite import FiniteWatch
 from mmdit.objectives.guidance import EvaluationCount, GuidanceSchedule, guided_prediction, null_labels
+from mmdit.objectives.objective import Predict, State
 from mmdit.training.data import data_stream
 from mmdit.training.optim import RecipeOptimization
 from mmdit.training.step_noise import StepNoise, step_generator
@@ -392,16 +393,61 @@ class DiffusionModule(RecipeOptimization, L.LightningModule):
         evaluation counts two), summed over the generating tasks."""
         settings = self.recipe.sample
         steps = settings.steps if steps is None else steps
-        method, cfg = method or settings.sampler, settings.cfg if cfg is None else cfg
-        if n < 1 or steps < 1 or not (math.isfinite(cfg) and cfg >= 0):
+        method, checked_cfg = method or settings.sampler, settings.cfg if cfg is None else cfg
+        if n < 1 or steps < 1 or not (math.isfinite(checked_cfg) and checked_cfg >= 0):
             raise UserError(
-                f"sampling needs n >= 1, steps >= 1 and a finite cfg >= 0; got {n}, {steps}, {cfg}"
+                f"sampling needs n >= 1, steps >= 1 and a finite cfg >= 0; got {n}, {steps}, {checked_cfg}"
             )
         schedule = schedule or settings.schedule
-        interval = tuple(settings.guidance_interval if guidance_interval is None else guidance_interval)
-        cfg_schedule = cfg_schedule or settings.cfg_schedule
         self.objective.check_sampler(method)
         self.objective.check_schedule(schedule)
+
+        def integrate(predict: Predict, noise: State, generator: torch.Generator) -> State:
+            watch = FiniteWatch(predict, progress)  # stops at a non-finite prediction, naming the step
+            return self.objective.sample(
+                watch.predict, noise, steps, method, watch.progress, generator, schedule
+            )
+
+        tokens = self.sample_tokens(
+            n,
+            labels,
+            numbers,
+            integrate=integrate,
+            prompts=prompts,
+            given=given,
+            cfg=cfg,
+            guidance_interval=guidance_interval,
+            cfg_schedule=cfg_schedule,
+            seed=seed,
+            layout=layout,
+        )
+        return {s: self.adapters[s].decode(tok) for s, tok in tokens.items()}
+
+    @torch.no_grad()
+    def sample_tokens(
+        self,
+        n: int,
+        labels: Mapping[str, Tensor] | None = None,
+        numbers: Mapping[str, Tensor] | None = None,
+        *,
+        integrate: Callable[[Predict, State, torch.Generator], State],
+        prompts: Sequence[str] | None = None,
+        given: Mapping[str, Tensor] | None = None,
+        cfg: float | None = None,
+        guidance_interval: Sequence[float] | None = None,
+        cfg_schedule: str | None = None,
+        seed: int = 0,
+        layout: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> dict[str, Tokens]:
+        """What `generate` decodes: {stream: Tokens [n, N, F]} of every generated media stream, each task's
+        streams integrated from noise (drawn from `seed`) by `integrate(predict, noise, generator)`, where
+        `predict` is the guided network (`mmdit.objectives.guidance.guided_prediction`) and `generator`
+        draws a stochastic sampler's fresh noise; the network runs in the recipe's precision. The other
+        arguments are `generate`'s; sets `last_nfe`."""
+        settings = self.recipe.sample
+        cfg = settings.cfg if cfg is None else cfg
+        interval = tuple(settings.guidance_interval if guidance_interval is None else guidance_interval)
+        cfg_schedule = cfg_schedule or settings.cfg_schedule
         if self.prompt_stream is not None and prompts is None:
             if not labels:
                 raise ValueError("give prompts, or labels to caption")
@@ -415,7 +461,7 @@ class DiffusionModule(RecipeOptimization, L.LightningModule):
         full.update({k: v for k, v in (labels or {}).items() if k in full})
         full = {k: v.to(self.device) for k, v in full.items()}
         model_numbers = self.conditioning_numbers(numbers)
-        media, count = {}, EvaluationCount()
+        tokens, count = {}, EvaluationCount()
         for task, streams in self._generation_tasks():
             conditions, unconditional = self._conditions(task, n, prompts, given, numbers)
             layouts = {s: self._layout(s, n, numbers, (layout or {}).get(s, {})) for s in streams}
@@ -435,15 +481,12 @@ class DiffusionModule(RecipeOptimization, L.LightningModule):
                 scale_schedule=cfg_schedule,
                 count=count,
             )
-            watch = FiniteWatch(predict, progress)
             with self.precision_autocast():
-                x = self.objective.sample(
-                    watch.predict, noise, steps, method, watch.progress, generator, schedule
-                )
-            media.update({s: self.adapters[s].decode(tok.with_x(x[s])) for s, tok in layouts.items()})
+                x = integrate(predict, noise, generator)
+            tokens.update({s: tok.with_x(x[s]) for s, tok in layouts.items()})
         self.train(was_training)
         self.last_nfe = count.nfe
-        return media
+        return tokens
 
     def _conditions(
         self,

@@ -16,12 +16,12 @@ t = 1 (lambda = -infinity makes the previous interval infinite and its extrapola
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from torch import Tensor
 
 from mmdit.objectives.objective import State
-from mmdit.objectives.solvers.field import Velocity, batch_size, clean_estimate
+from mmdit.objectives.solvers.field import Velocity, batch_size, clean_estimate, final_state
 
 
 def half_log_snr(t: float) -> float:
@@ -31,8 +31,11 @@ def half_log_snr(t: float) -> float:
     return -math.inf if t == 1 else math.log((1 - t) / t)
 
 
-def dpmpp_2m(velocity: Velocity, x: State, times: Tensor, progress: Callable = iter) -> State:
-    """One model call per step; times: [steps + 1] from noise (t = 1) down to data (t = 0)."""
+def dpmpp_2m_states(
+    velocity: Velocity, x: State, times: Tensor, progress: Callable = iter
+) -> Iterator[State]:
+    """One model call per step; times: [steps + 1] from noise (t = 1) down to data (t = 0). Yields the state
+    at each of times[1:]."""
     values = times.tolist()
     previous: State | None = None  # x0_hat of the step before
     previous_interval = math.inf  # its lambda interval
@@ -46,4 +49,7 @@ def dpmpp_2m(velocity: Velocity, x: State, times: Tensor, progress: Callable = i
             target = {k: x0_hat[k] + weight * (x0_hat[k] - previous[k]) for k in x}
         x = {k: (t / s) * x[k] + (1 - t / s) * target[k] for k in x}
         previous, previous_interval = x0_hat, interval
-    return x
+        yield x
+
+
+dpmpp_2m = final_state(dpmpp_2m_states)
