@@ -81,9 +81,13 @@ def measure(args: argparse.Namespace) -> dict:
     baseline = evaluate(module, samples=args.samples, show_progress=False)
     rows = []
     for sampler in samplers:
+        judged = set()  # step counts already judged: two targets may round down to the same one
         for target in args.nfe:
             steps = steps_for(module, sampler, target, schedule, guidance)
             row = {"sampler": sampler, "schedule": schedule, "target_nfe": target, "steps": steps}
+            if steps in judged:
+                continue
+            judged.add(steps)
             if steps is None:
                 rows.append({**row, "nfe": None, "generated": None, "seconds": None})
                 continue
@@ -140,6 +144,8 @@ def plot(result: dict, path: Path) -> None:
         ax.axhline(base["generated"][name], color="gray", linestyle=":", label=label)
         ax.axhline(result["reference"][name], color="black", linestyle="--", label="real held-out data")
         ax.set_xscale("log", base=2)
+        if "distance" in name:  # distances span orders of magnitude from 1 NFE to many
+            ax.set_yscale("log")
         ax.set_xlabel("NFE per sample")
         ax.set_title(name)
     axes[0][0].legend(fontsize=7)

@@ -76,7 +76,7 @@ class SeededItems(Dataset):
 
     def __init__(self, dataset: Dataset, seed: int):
         self.dataset, self.seed = dataset, seed
-        self.classes = dataset.classes
+        self.classes = getattr(dataset, "classes", {})  # trajectory datasets have none
 
     def __len__(self) -> int:
         return len(self.dataset)
