@@ -226,11 +226,12 @@ def available() -> dict[str, str]:
 
 
 def recipe_file(name_or_path: str) -> Path | Traversable:
-    """A recipe's YAML file: a path on disk, or a bundled recipe's name."""
+    """A recipe's YAML file: a path on disk, or a bundled recipe's name (also when a folder of that name,
+    such as a run directory, is in the way)."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.exists():
-            raise FileNotFoundError(f"recipe file {path} does not exist")
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        if not path.is_file():
+            raise FileNotFoundError(f"recipe file {path} does not exist or is not a file")
         return path
     bundled = BUNDLED.joinpath(f"{name_or_path}.yaml")
     if not bundled.is_file():

@@ -64,6 +64,15 @@ def test_a_missing_recipe_file_or_name_is_named(tmp_path):
         load_recipe("image-digit")
 
 
+def test_a_folder_named_like_a_bundled_recipe_does_not_hide_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "image-digits").mkdir()  # e.g. run_dir=image-digits of an earlier run
+    assert load_recipe("image-digits").name == "image-digits"
+    (tmp_path / "folder.yaml").mkdir()
+    with pytest.raises(FileNotFoundError, match="folder.yaml does not exist or is not a file"):
+        load_recipe("folder.yaml")
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
