@@ -19,10 +19,10 @@ import lightning
 import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
-from safetensors import safe_open
 
 from mmdit.annotations import misfits
 from mmdit.errors import UserError
+from mmdit.weights_files import read_safetensors_metadata
 
 BUNDLED = files("mmdit.recipes")
 """The repository's top-level recipes/ folder, installed as the package data `mmdit.recipes` (setup.py)."""
@@ -415,8 +415,7 @@ def exported_recipe(path: str | Path, key: str = "weights") -> DictConfig:
         raise FileNotFoundError(f"{key} {path} does not exist")
     if path.suffix != ".safetensors":
         raise ValueError(f"{key} {path}: expected a .safetensors export (`mmdit export` writes one)")
-    with safe_open(path, "pt") as f:
-        meta = f.metadata() or {}
+    meta = read_safetensors_metadata(path, key)  # a truncated file is an error naming it
     if "recipe" not in meta:
         raise ValueError(f"{key} {path}: no mmdit recipe in its metadata; was it written by `mmdit export`?")
     return from_yaml(meta["recipe"])

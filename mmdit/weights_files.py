@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pickle
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +37,22 @@ def read_safetensors(
     path: str | Path, device: str | torch.device = "cpu", what: str = "weights file"
 ) -> tuple[dict[str, Tensor], dict[str, str]]:
     """A `.safetensors` file -> ({name: tensor on `device`}, metadata)."""
+    return _read_safetensors(path, what, lambda f: {key: f.get_tensor(key) for key in f.keys()}, device)
+
+
+def read_safetensors_metadata(path: str | Path, what: str = "weights file") -> dict[str, str]:
+    """A `.safetensors` file's metadata, without reading its tensors."""
+    return _read_safetensors(path, what, lambda f: None)[1]
+
+
+def _read_safetensors(
+    path: str | Path, what: str, tensors: Callable[[Any], Any], device: str | torch.device = "cpu"
+) -> tuple[Any, dict[str, str]]:
+    """(tensors(the open file), metadata) of a `.safetensors` file; any reader error names the file."""
     path = _existing(path, what)
     try:
         with safe_open(path, "pt", device=str(device)) as f:
-            return {key: f.get_tensor(key) for key in f.keys()}, f.metadata() or {}
+            return tensors(f), f.metadata() or {}
     except (SafetensorError, OSError) as err:
         raise UserError(
             f"{path} is not a readable .safetensors file (truncated, empty or another format): {err}"

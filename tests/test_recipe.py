@@ -159,3 +159,10 @@ def test_a_file_that_is_not_an_export_is_named(tmp_path):
     (tmp_path / "weights.ckpt").write_bytes(b"")
     with pytest.raises(ValueError, match=r"distill.teacher .*weights.ckpt: expected a .safetensors export"):
         load_recipe({**TINY, "distill": {"teacher": str(tmp_path / "weights.ckpt")}})
+
+
+def test_a_truncated_teacher_export_is_named(tmp_path, teacher_export):
+    truncated = tmp_path / "teacher.safetensors"
+    truncated.write_bytes(teacher_export.read_bytes()[:100])
+    with pytest.raises(UserError, match=rf"{truncated} is not a readable .safetensors file"):
+        load_recipe("image-digits-turbo", [f"distill.teacher={truncated}"])

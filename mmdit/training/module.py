@@ -393,10 +393,10 @@ class DiffusionModule(RecipeOptimization, L.LightningModule):
         evaluation counts two), summed over the generating tasks."""
         settings = self.recipe.sample
         steps = settings.steps if steps is None else steps
-        method, checked_cfg = method or settings.sampler, settings.cfg if cfg is None else cfg
-        if n < 1 or steps < 1 or not (math.isfinite(checked_cfg) and checked_cfg >= 0):
+        method, cfg = method or settings.sampler, settings.cfg if cfg is None else cfg
+        if n < 1 or steps < 1 or not (math.isfinite(cfg) and cfg >= 0):
             raise UserError(
-                f"sampling needs n >= 1, steps >= 1 and a finite cfg >= 0; got {n}, {steps}, {checked_cfg}"
+                f"sampling needs n >= 1, steps >= 1 and a finite cfg >= 0; got {n}, {steps}, {cfg}"
             )
         schedule = schedule or settings.schedule
         self.objective.check_sampler(method)
