@@ -16,6 +16,12 @@ from rich.text import Text
 
 from mmdit.errors import UserError
 
+# Literal, so that `mmdit --help` does not import torch; tests/test_cli_errors.py checks them against the
+# objectives' own lists (mmdit.objectives.build.OBJECTIVES).
+SAMPLERS = ("euler", "heun", "dpmpp_2m", "ddpm", "ddim")
+SCHEDULES = ("uniform", "quantile", "karras")
+CFG_SCHEDULES = ("constant", "linear")
+
 console = Console(stderr=True)
 
 
@@ -102,6 +108,8 @@ def _sample(args: argparse.Namespace) -> None:
         if module.prompt_stream is None:
             raise ValueError(f"{args.weights} is not a prompted (text-conditioned) model; use --label")
         options["prompts"] = [args.prompt] * args.n
+    if args.to is not None or args.source is not None:
+        options.update(_cross_media(module, args))
 
     def progress(steps):
         return track(steps, description=f"sampling {args.n}", console=console, transient=True)
@@ -113,10 +121,9 @@ def _sample(args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tag = "_".join(f"{k}-{module.classes[k][v]}" for k, v in chosen.items()) or "unconditional"
-    if args.prompt is not None:
-        tag = (
-            "".join(c if c.isalnum() else "-" for c in args.prompt.lower()).strip("-")[:40] or "empty-prompt"
-        )
+    if args.prompt is not None or args.source is not None:
+        said = args.prompt if args.prompt is not None else f"from {Path(args.source).stem}"
+        tag = "".join(c if c.isalnum() else "-" for c in said.lower()).strip("-")[:40] or "empty-prompt"
     for stream, items in media.items():
         adapter = module.adapters[stream]
         for i, item in enumerate(items):
@@ -124,6 +131,47 @@ def _sample(args: argparse.Namespace) -> None:
                 adapter.save(item, out / f"{stream}_{tag}_{i:03d}{suffix}")
         adapter.preview(items, out / f"{stream}_{tag}_grid.png")
     console.print(f"wrote {args.n} samples per stream and a preview grid to [bold]{out}[/]")
+
+
+def _stream_named(module, name: str, what: str) -> str:
+    """A stream given by its name or its modality's ("audio"), among the model's media streams."""
+    media = [s for s in module.adapters if s not in module.discrete]
+    if name in media:
+        return name
+    by_modality = [s for s in media if module.recipe.streams[s].modality == name]
+    if len(by_modality) == 1:
+        return by_modality[0]
+    raise UserError(f"{what} {name!r}: this model's media streams are {media} (by name or modality)")
+
+
+def _file_stream(module, path: str, candidates: list[str], purpose: str) -> str:
+    """Which of the `candidates` streams (what the model can use for `purpose`) reads the file at `path`,
+    by its suffix."""
+    suffix = Path(path).suffix.lower()
+    readers = [s for s in candidates if suffix in module.adapters[s].read_suffixes]
+    if len(readers) == 1:
+        return readers[0]
+    formats = {s: list(module.adapters[s].read_suffixes) for s in candidates}
+    raise UserError(
+        f"{path}: this model {purpose} files of stream(s) {formats}, not {suffix or 'suffix-less'} files"
+    )
+
+
+def _cross_media(module, args: argparse.Namespace) -> dict:
+    """--to STREAM (and --from FILE): the task that makes it, and the file's media as its condition."""
+    if args.to is None:
+        raise UserError("--from FILE needs --to STREAM: the medium to make from it")
+    to = _stream_named(module, args.to, "--to")
+    if args.source is None:
+        return {"task": module.task_making(to).name}
+    makers = [t for t in module.tasks if t.roles.get(to) == "generate"]
+    sources = [s for t in makers for s, r in t.roles.items() if r != "generate" and s not in module.discrete]
+    stream = _file_stream(module, args.source, list(dict.fromkeys(sources)), f"makes {to!r} from")
+    task = module.task_making(to, stream)
+    item = _item(module.adapters[stream], args.source)
+    if module.prompt_stream in task.roles and args.prompt is None:
+        raise UserError(f"task {task.name!r} makes {to!r} from {stream!r} and a prompt: give --prompt too")
+    return {"task": task.name, "given": {stream: item["media"].expand(args.n, *item["media"].shape)}}
 
 
 def _describe(args: argparse.Namespace) -> None:
@@ -134,7 +182,16 @@ def _describe(args: argparse.Namespace) -> None:
     module = load_module(args.weights)
     if not module.describes:
         raise UserError(f"{args.weights} is not a unified model: it cannot describe")
-    adapter = module.adapters[module.stream]
+    described = list(dict.fromkeys(s for t in module.tasks for s, r in t.roles.items() if r == "understand"))
+    streams = [_file_stream(module, path, described, "describes") for path in args.files]
+    stream = streams[0]
+    for path, other in zip(args.files, streams, strict=True):
+        if other != stream:
+            raise UserError(
+                f"{path} is for stream {other!r}, {args.files[0]} for {stream!r}: describe reads files "
+                "of one medium per call"
+            )
+    adapter = module.adapters[stream]
     items = [_item(adapter, path) for path in args.files]
     first = tuple(items[0]["media"].shape)
     for path, item in zip(args.files, items, strict=True):
@@ -145,7 +202,7 @@ def _describe(args: argparse.Namespace) -> None:
             )
     media = torch.stack([item["media"] for item in items])
     numbers = {k: torch.tensor([item["numbers"][k] for item in items]) for k in items[0]["numbers"]}
-    texts = module.describe(media, module.stream, args.temperature, args.seed, numbers or None)
+    texts = module.describe(media, stream, args.temperature, args.seed, numbers or None)
     for path, text in zip(args.files, texts, strict=True):
         print(f"{path}\t{text}")
 
@@ -178,11 +235,33 @@ def _print_report(report: dict) -> None:
             f"{s['samples']} samples, {s['sampler']} {s['steps']} steps ({s['schedule']}, {s['nfe']} NFE), "
             f"cfg {s['cfg']} ({s['cfg_schedule']} in t {s['guidance_interval']}), {s['seconds']} s"
         )
+        if "tasks" in report:
+            _print_tasks(report["tasks"])
     else:
         c = report["codec"]
         console.print(
             f"latents {c['latent_shape']} per item ({c['compression']}x fewer values), {c['seconds']} s"
         )
+
+
+def _print_tasks(tasks: dict) -> None:
+    """A unified model's every task: its direction and each metric, generated beside real data."""
+    table = Table(title="every task of the model (one checkpoint)")
+    for column in ("task", "direction", "metric", "generated", "reference"):
+        table.add_column(column, justify="right" if column in ("generated", "reference") else "left")
+    for name, rows in tasks.items():
+        for i, metric in enumerate(m for m in rows["generated"] if m != "samples"):
+            first = i == 0
+            table.add_row(
+                name if first else "",
+                rows["direction"] if first else "",
+                metric,
+                f"{rows['generated'][metric]:.4g}",
+                f"{rows['reference'].get(metric, float('nan')):.4g}",
+                end_section=False,
+            )
+        table.add_section()
+    console.print(table)
 
 
 def _eval(args: argparse.Namespace) -> None:
@@ -319,12 +398,12 @@ def parser() -> argparse.ArgumentParser:
         cmd.add_argument("--steps", type=positive_int, help="sampling steps (default: the recipe's)")
         cmd.add_argument(
             "--sampler",
-            choices=["euler", "heun", "dpmpp_2m", "ddpm", "ddim"],
+            choices=SAMPLERS,
             help="euler / heun / dpmpp_2m (flow) or ddpm / ddim (Gaussian); default: the recipe's",
         )
         cmd.add_argument(
             "--schedule",
-            choices=["uniform", "quantile", "karras"],
+            choices=SCHEDULES,
             help="the steps' times: uniform, or (flow) quantile / karras; default: the recipe's",
         )
         cmd.add_argument(
@@ -338,7 +417,7 @@ def parser() -> argparse.ArgumentParser:
             help="guide only for model times LO <= t <= HI (t = 1 is noise); default: the recipe's",
         )
         cmd.add_argument(
-            "--cfg-schedule", choices=["constant", "linear"], help="the scale over t; default: the recipe's"
+            "--cfg-schedule", choices=CFG_SCHEDULES, help="the scale over t; default: the recipe's"
         )
 
     sample = command("sample", help="draw samples into files")
@@ -346,6 +425,12 @@ def parser() -> argparse.ArgumentParser:
     sample.add_argument("--n", type=positive_int, default=16, help="how many samples")
     sample.add_argument("--label", action="append", default=[], help="CLASS or KEY=CLASS (name or index)")
     sample.add_argument("--prompt", help="a unified model's text prompt, e.g. 'a handwritten seven'")
+    sample.add_argument(
+        "--to", help="the medium to make (a stream or modality name) in a model that makes several"
+    )
+    sample.add_argument(
+        "--from", dest="source", metavar="FILE", help="a media file to make the --to medium from"
+    )
     sample.add_argument(
         "--number", action="append", default=[], help="NAME=VALUE, e.g. seconds=0.5 (repeatable)"
     )
@@ -361,7 +446,7 @@ def parser() -> argparse.ArgumentParser:
 
     describe = command("describe", help="a unified model writes a text about each file")
     describe.add_argument("weights", help="a unified model's .safetensors or .ckpt")
-    describe.add_argument("files", nargs="+", help="media files of the stream the model describes")
+    describe.add_argument("files", nargs="+", help="media files of one medium the model describes")
     describe.add_argument(
         "--temperature", type=non_negative_float, default=0.0, help="0: greedy; above: sampled"
     )

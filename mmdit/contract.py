@@ -82,6 +82,12 @@ class ModalityAdapter(ABC):
     position, which `sample.guided_channels` needs; None otherwise."""
 
     @property
+    def read_suffixes(self) -> tuple[str, ...]:
+        """The file suffixes `load` reads (default: `file_suffix` alone): how the CLI tells which stream a
+        user's file is for."""
+        return (self.file_suffix,)
+
+    @property
     def sample_suffixes(self) -> tuple[str, ...]:
         """The formats `mmdit sample` writes each sample in (default: `file_suffix` alone)."""
         return (self.file_suffix,)
@@ -203,6 +209,11 @@ class DiscreteAdapter(ModalityAdapter):
     @abstractmethod
     def named_classes(self, value: str, key: str, classes: Mapping[str, list[str]]) -> list[int]:
         """The classes of label `key` that a value names: how understanding is scored."""
+
+    @abstractmethod
+    def caption_keys(self) -> list[str]:
+        """The label keys its captions name (in a `caption`, every one of them): what understanding is
+        scored on."""
 
     def empty(self, n: int) -> Tensor:
         """[n, max_length] ids of the empty value: the unconditional prompt of guidance."""

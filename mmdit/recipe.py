@@ -35,6 +35,17 @@ class StreamConfig:
 
 
 @dataclass
+class JoinConfig:
+    """Another media stream's dataset paired with the data stream's items (mmdit.training.joined): an item
+    whose label `key` is class c gets a partner from `source` whose label `to` is class match[c]."""
+
+    source: Any = MISSING  # a bundled dataset's name, or {folder: PATH}, read by the joined stream's adapter
+    key: str = MISSING  # a label of the data stream's items
+    to: str = MISSING  # a label of the joined stream's items
+    match: dict[str, str] = MISSING  # {class of key: class of to}, one entry per class of key
+
+
+@dataclass
 class DataConfig:
     source: Any = MISSING  # a bundled dataset's name, or {folder: PATH}
     stream: str | None = None  # which stream the dataset's media feed (default: the first)
@@ -44,6 +55,7 @@ class DataConfig:
     num_workers: int = 0
     cache: bool = False  # train on the tokens `mmdit prepare` encoded once (mmdit.training.token_cache)
     packing: bool = False  # packed rows instead of padded items (one-stream recipes; mmdit.model.packing)
+    join: dict[str, JoinConfig] = field(default_factory=dict)  # {stream: JoinConfig}: a second medium
 
 
 @dataclass

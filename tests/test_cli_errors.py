@@ -180,3 +180,12 @@ def test_a_shorter_clip_is_padded_and_masked_a_longer_one_named(tmp_path):
         ValueError, match=r"long.wav: audio of shape \[1, 12000\] \(1.500 s\); this model reads"
     ):
         adapter.item(tmp_path / "long.wav")
+
+
+def test_the_cli_offers_exactly_the_objectives_samplers_and_schedules():
+    from mmdit.objectives.build import OBJECTIVES
+    from mmdit.objectives.guidance import SCALE_SCHEDULES
+
+    assert sorted(cli.SAMPLERS) == sorted(s for o in OBJECTIVES.values() for s in o.samplers)
+    assert sorted(cli.SCHEDULES) == sorted({s for o in OBJECTIVES.values() for s in o.schedules})
+    assert cli.CFG_SCHEDULES == SCALE_SCHEDULES

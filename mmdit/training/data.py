@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from mmdit.contract import DiscreteAdapter, ModalityAdapter
+from mmdit.training.joined import JoinedDataset
 from mmdit.training.train_order import EpochOrder, ResumableLoader, SeededItems
 
 
@@ -22,27 +23,48 @@ def data_stream(recipe: DictConfig) -> str:
     return stream
 
 
-def data_source(recipe: DictConfig) -> str | dict:
-    """`data.source` as the adapters take it: a dataset name, or a plain dict such as {"folder": PATH}."""
-    source = recipe.data.source
+def data_source(recipe: DictConfig, stream: str | None = None) -> str | dict:
+    """The dataset a media stream reads (default: the data stream's), as the adapters take it: a dataset
+    name, or a plain dict such as {"folder": PATH}. `data.source` feeds the data stream,
+    `data.join.<stream>.source` a joined stream."""
+    joined = stream is not None and stream in recipe.data.join
+    source = recipe.data.join[stream].source if joined else recipe.data.source
     return OmegaConf.to_container(source) if isinstance(source, DictConfig) else source
+
+
+def joined(recipe: DictConfig, adapters: Mapping[str, ModalityAdapter], base: Dataset, split: str) -> Dataset:
+    """`base` (the data stream's `split`) joined with the items of every stream of `data.join`
+    (`mmdit.training.joined`), in the recipe's order."""
+    stream, dataset = data_stream(recipe), base
+    for other, spec in recipe.data.join.items():
+        if other not in adapters or other == stream or isinstance(adapters[other], DiscreteAdapter):
+            raise KeyError(
+                f"data.join.{other}: not a media stream of this recipe other than the data stream "
+                f"{stream!r}; streams: {list(adapters)}"
+            )
+        items = adapters[other].dataset(data_source(recipe, other), split, recipe.data.split_seed)
+        match = {str(k): str(v) for k, v in spec.match.items()}
+        dataset = JoinedDataset(
+            dataset, stream, items, other, key=spec.key, to=spec.to, match=match, split=split
+        )
+    return dataset
 
 
 def paired(
     recipe: DictConfig, adapters: Mapping[str, ModalityAdapter], dataset: Dataset, split: str
 ) -> Dataset:
-    """The data stream's dataset with the other streams' media made from its items: in a recipe of several
-    streams, each discrete stream captions each item's labels (items become {"media": {stream: ...},
-    "labels": ...})."""
+    """The data stream's dataset (joined with `data.join`'s streams) with the other streams' media made from
+    its items: in a recipe of several streams, each discrete stream captions each item's labels (items
+    become {"media": {stream: ...}, "labels": ...})."""
     stream = data_stream(recipe)
     for name, adapter in adapters.items():
-        if name == stream or not recipe.tasks:
+        if name == stream or name in recipe.data.join or not recipe.tasks:
             continue
         if not isinstance(adapter, DiscreteAdapter):
             raise ValueError(
                 f"stream {name!r} ({recipe.streams[name].modality}) gets no data: in a unified recipe the "
                 f"other streams are made from the data stream {stream!r} (captions of its labels, by a "
-                "discrete stream)"
+                f"discrete stream) or joined to it (data.join.{name})"
             )
         dataset = adapter.captioned(dataset, split, stream, name)
     return dataset
@@ -61,8 +83,12 @@ class MediaDataModule(L.LightningDataModule):
         self.batch_size, self.num_workers = recipe.data.batch_size, recipe.data.num_workers
         self.seed = recipe.seed
         seed = recipe.data.split_seed
-        self.train = paired(recipe, adapters, adapter.dataset(source, "train", seed), "train")
-        self.heldout = paired(recipe, adapters, adapter.dataset(source, "heldout", seed), "heldout")
+        self.train, self.heldout = (
+            paired(
+                recipe, adapters, joined(recipe, adapters, adapter.dataset(source, split, seed), split), split
+            )
+            for split in ("train", "heldout")
+        )
         if len(self.train) < self.batch_size:
             raise ValueError(
                 f"data.batch_size {self.batch_size} is larger than the train split ({len(self.train)} items)"

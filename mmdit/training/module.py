@@ -39,7 +39,7 @@ from mmdit.objectives.objective import Predict, State
 from mmdit.training.data import data_stream
 from mmdit.training.optim import RecipeOptimization
 from mmdit.training.step_noise import StepNoise, step_generator
-from mmdit.training.tasks import Task, pick_task, recipe_tasks, task_generating
+from mmdit.training.tasks import Task, pick_task, recipe_tasks
 
 AUTOCAST_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 """Lightning's mixed precisions -> the autocast dtype they train the network in."""
@@ -105,12 +105,33 @@ class DiffusionModule(RecipeOptimization, L.LightningModule):
         for name in self.discrete:
             if not isinstance(self.adapters[name], DiscreteAdapter):
                 raise TypeError(f"stream {name!r} has a vocabulary, so its adapter must be a DiscreteAdapter")
+        self.links = self._label_links()
         self.model = MMDiT(
             specs,
             labels={k: len(classes[k]) for k in recipe.conditioning.labels},
             numbers=list(recipe.conditioning.numbers),
             **model_arguments(recipe.model),
         )
+
+    def _label_links(self) -> dict[str, tuple[str, Tensor]]:
+        """{joined label: (data label, [classes of data label] class index of the joined label)}: the
+        classes `data.join`'s `match` ties together, so captions asked for by label state a consistent pair
+        (the digit and the note it maps to)."""
+        links = {}
+        for spec in self.recipe.data.join.values():
+            if spec.key in self.classes and spec.to in self.classes:
+                match = {str(k): str(v) for k, v in spec.match.items()}
+                target = [self.classes[spec.to].index(match[c]) for c in self.classes[spec.key]]
+                links[spec.to] = (spec.key, torch.tensor(target))
+        return links
+
+    def linked(self, labels: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """`labels` ({key: [n]}) with every joined label set from the label it is matched to."""
+        out = dict(labels)
+        for to, (key, target) in self.links.items():
+            if key in out:
+                out[to] = target[out[key].cpu()]
+        return out
 
     @property
     def prompt_stream(self) -> str | None:
@@ -304,6 +325,7 @@ class DiffusionModule(RecipeOptimization, L.LightningModule):
         """A caption per item of `labels` ([n] per key) in the prompt stream's phrasings of `split` (phrasing
         i mod count), so label-driven callers (preview grids, eval) draw from prompts."""
         adapter: DiscreteAdapter = self.adapters[self.prompt_stream]
+        labels = self.linked(labels)
         n = len(next(iter(labels.values())))
         return [
             adapter.caption({k: int(v[i]) for k, v in labels.items()}, self.classes, split, i)
@@ -337,14 +359,52 @@ class DiffusionModule(RecipeOptimization, L.LightningModule):
             guided[name] = mask
         return guided
 
-    def _generation_tasks(self) -> list[tuple[Task, list[str]]]:
-        """(task, the media streams it generates) for the first task generating each media stream."""
-        chosen: dict[str, tuple[Task, list[str]]] = {}
+    def task(self, name: str) -> Task:
+        """The recipe's task `name`; an unknown name lists the tasks."""
+        for task in self.tasks:
+            if task.name == name:
+                return task
+        raise KeyError(f"this model has no task {name!r}; its tasks: {[t.name for t in self.tasks]}")
+
+    def task_making(self, stream: str, source: str | None = None) -> Task:
+        """The first task that generates media stream `stream` from a prompt alone (`source` None), or from
+        the clean media of stream `source`; none is an error listing what the model can make."""
+        for task in self.tasks:
+            clean = [s for s, r in task.roles.items() if r != "generate" and s not in self.discrete]
+            if task.roles.get(stream) == "generate" and clean == ([source] if source else []):
+                return task
+        can = [
+            f"{t.name} ({' + '.join(s for s, r in t.roles.items() if r != 'generate') or 'noise'} -> "
+            f"{' + '.join(t.streams('generate'))})"
+            for t in self.tasks
+        ]
+        wanted = f"from stream {source!r}" if source else "from a prompt alone"
+        raise KeyError(f"no task of this model generates stream {stream!r} {wanted}; its tasks: {can}")
+
+    def _generation_tasks(
+        self, task: str | None, given: Mapping[str, Tensor] | None
+    ) -> list[tuple[Task, list[str]]]:
+        """(task, the media streams it generates): the task named `task`, or for each media stream the first
+        task generating it from what a call can give (prompts, and the media in `given`)."""
+        if task is not None:
+            chosen = self.task(task)
+            streams = [s for s in chosen.streams("generate") if s not in self.discrete]
+            if not streams:
+                raise ValueError(f"task {task!r} generates no media (it writes {chosen.streams('generate')})")
+            return [(chosen, streams)]
+
+        def feasible(t: Task) -> bool:
+            return all(s in self.discrete or s in (given or {}) for s in t.roles if t.roles[s] != "generate")
+
+        picked: dict[str, tuple[Task, list[str]]] = {}
         for stream in self.adapters:
-            if stream not in self.discrete and any(t.roles.get(stream) == "generate" for t in self.tasks):
-                task = task_generating(self.tasks, stream)
-                chosen.setdefault(task.name, (task, []))[1].append(stream)
-        return list(chosen.values())
+            if stream in self.discrete:
+                continue
+            makers = [t for t in self.tasks if t.roles.get(stream) == "generate"]
+            if makers:
+                t = next((t for t in makers if feasible(t)), makers[0])
+                picked.setdefault(t.name, (t, []))[1].append(stream)
+        return list(picked.values())
 
     def _layout(
         self, stream: str, n: int, numbers: Mapping[str, Tensor], options: Mapping[str, Any]
@@ -378,9 +438,10 @@ class DiffusionModule(RecipeOptimization, L.LightningModule):
         seed: int = 0,
         progress: Callable = iter,
         layout: Mapping[str, Mapping[str, Any]] | None = None,
+        task: str | None = None,
     ) -> dict[str, Tensor]:
-        """Sample n items of every media stream a task generates: {stream: media [n, ...]} as the adapters
-        decode them.
+        """Sample n items of every media stream a task generates (of task `task` only, when named):
+        {stream: media [n, ...]} as the adapters decode them.
 
         labels: {key: [n] class indices}; omitted keys are the null class. In a prompted model (a discrete
         condition stream) they are captioned when no `prompts` (n strings) are given.
@@ -420,6 +481,7 @@ class DiffusionModule(RecipeOptimization, L.LightningModule):
             cfg_schedule=cfg_schedule,
             seed=seed,
             layout=layout,
+            task=task,
         )
         return {s: self.adapters[s].decode(tok) for s, tok in tokens.items()}
 
@@ -438,6 +500,7 @@ class DiffusionModule(RecipeOptimization, L.LightningModule):
         cfg_schedule: str | None = None,
         seed: int = 0,
         layout: Mapping[str, Mapping[str, Any]] | None = None,
+        task: str | None = None,
     ) -> dict[str, Tokens]:
         """What `generate` decodes: {stream: Tokens [n, N, F]} of every generated media stream, each task's
         streams integrated from noise (drawn from `seed`) by `integrate(predict, noise, generator)`, where
@@ -448,7 +511,9 @@ class DiffusionModule(RecipeOptimization, L.LightningModule):
         cfg = settings.cfg if cfg is None else cfg
         interval = tuple(settings.guidance_interval if guidance_interval is None else guidance_interval)
         cfg_schedule = cfg_schedule or settings.cfg_schedule
-        if self.prompt_stream is not None and prompts is None:
+        jobs = self._generation_tasks(task, given)
+        prompted = any(s in self.discrete for t, _ in jobs for s in t.roles if t.roles[s] != "generate")
+        if prompted and prompts is None:
             if not labels:
                 raise ValueError("give prompts, or labels to caption")
             prompts = self.prompts_for(labels)
@@ -462,8 +527,8 @@ class DiffusionModule(RecipeOptimization, L.LightningModule):
         full = {k: v.to(self.device) for k, v in full.items()}
         model_numbers = self.conditioning_numbers(numbers)
         tokens, count = {}, EvaluationCount()
-        for task, streams in self._generation_tasks():
-            conditions, unconditional = self._conditions(task, n, prompts, given, numbers)
+        for job, streams in jobs:
+            conditions, unconditional = self._conditions(job, n, prompts, given, numbers)
             layouts = {s: self._layout(s, n, numbers, (layout or {}).get(s, {})) for s in streams}
             generator = torch.Generator().manual_seed(seed)
             noise = {s: torch.randn(tok.x.shape, generator=generator).to(tok.x) for s, tok in layouts.items()}
@@ -476,7 +541,7 @@ class DiffusionModule(RecipeOptimization, L.LightningModule):
                 guided_features=self._guided_features(streams),
                 conditions=conditions,
                 unconditional=unconditional,
-                roles=task.roles if conditions else None,
+                roles=job.roles if conditions else None,
                 interval=interval,
                 scale_schedule=cfg_schedule,
                 count=count,
@@ -515,6 +580,16 @@ class DiffusionModule(RecipeOptimization, L.LightningModule):
                 )
         return conditions, unconditional
 
+    def describing_task(self, stream: str | None = None) -> Task:
+        """The first task that writes the discrete stream about media (about `stream`'s, when given)."""
+        written = self.written_stream
+        for task in self.tasks:
+            if task.roles.get(written) == "generate" and (
+                stream is None or task.roles.get(stream) == "understand"
+            ):
+                return task
+        raise ValueError(f"no task of this recipe describes stream {stream!r}")
+
     @torch.no_grad()
     def describe(
         self,
@@ -531,7 +606,7 @@ class DiffusionModule(RecipeOptimization, L.LightningModule):
         if not self.describes:
             raise ValueError("no task of this recipe generates a discrete stream: the model cannot describe")
         written = self.written_stream
-        task = task_generating(self.tasks, written)
+        task = self.describing_task(stream)
         stream = stream or next(s for s in task.roles if s != written)
         adapter: DiscreteAdapter = self.adapters[written]
         was_training = self.training

@@ -65,11 +65,3 @@ def pick_task(tasks: Sequence[Task], seed: int, step: int) -> Task:
         return tasks[0]
     draw = random.Random(seed * 1_000_003 + step)
     return draw.choices(list(tasks), [t.weight for t in tasks])[0]
-
-
-def task_generating(tasks: Sequence[Task], stream: str) -> Task:
-    """The first task that generates `stream`."""
-    for task in tasks:
-        if task.roles.get(stream) == "generate":
-            return task
-    raise KeyError(f"no task of this recipe generates stream {stream!r}")

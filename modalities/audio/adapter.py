@@ -23,7 +23,14 @@ from torch.utils.data import Dataset
 
 from mmdit.contract import ModalityAdapter, StreamSpec, Tokens
 from modalities.audio.codec_tokenizer import CodecTokenizer
-from modalities.audio.datasets import AudioFolder, NotesDataset, fit_length, note_midi, read_audio
+from modalities.audio.datasets import (
+    AUDIO_SUFFIXES,
+    AudioFolder,
+    NotesDataset,
+    fit_length,
+    note_midi,
+    read_audio,
+)
 from modalities.audio.metrics import judge_log_mel, log_mel_statistics, pitch_scores
 from modalities.audio.reconstruction import multi_resolution_stft_loss
 from modalities.audio.tokenizers import MelTokenizer, Tokenizer, WaveformTokenizer
@@ -47,6 +54,7 @@ class AudioAdapter(ModalityAdapter):
 
     name = "audio"
     file_suffix = ".wav"
+    read_suffixes = AUDIO_SUFFIXES
 
     def __init__(
         self,

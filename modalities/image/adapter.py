@@ -17,15 +17,18 @@ from torch.utils.data import Dataset
 
 from mmdit.codecs import FrozenCodec
 from mmdit.contract import Tokens
-from modalities.common.digits import DigitsDataset
+from modalities.common.digits import DigitsDataset, PlacedDigitsDataset
 from modalities.common.folders import folder_source
 from modalities.common.gridded import GridAdapter
 from modalities.common.grids import to_pil
-from modalities.common.image_files import read_image
+from modalities.common.image_files import IMAGE_SUFFIXES, read_image
 from modalities.common.judges import ClassifierJudge, frechet_distance
 from modalities.common.patches import patchify, unpatchify
 from modalities.common.splits import SPLITS, matching_subset
 from modalities.image.datasets import ImageFolder
+
+BUNDLED = {"digits": (DigitsDataset, 8), "placed-digits": (PlacedDigitsDataset, 16)}
+"""The bundled image datasets: name -> (class, side of its 1-channel square images)."""
 
 
 class ImageAdapter(GridAdapter):
@@ -45,6 +48,7 @@ class ImageAdapter(GridAdapter):
 
     name = "image"
     file_suffix = ".png"
+    read_suffixes = IMAGE_SUFFIXES
 
     def __init__(
         self,
@@ -134,18 +138,21 @@ class ImageAdapter(GridAdapter):
         return path
 
     def dataset(self, source: str | Mapping[str, Any], split: str, seed: int = 0) -> Dataset:
-        """Source "digits" (scikit-learn's 8×8 digits, needs channels=1, size=(8, 8)) or {"folder": PATH,
-        "label": NAME} (resized to `size`); split "train" or "heldout"; `seed` draws the split."""
+        """Source "digits" (scikit-learn's 8×8 digits, needs channels=1, size=(8, 8)), "placed-digits" (those
+        digits at one of four positions on a 16×16 canvas, labels digit and position; size=(16, 16)) or
+        {"folder": PATH, "label": NAME} (resized to `size`); split "train" or "heldout"; `seed` draws the
+        split."""
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        if source == "digits":
-            if (self.image_channels, self.size) != (1, (8, 8)):
+        if isinstance(source, str) and source in BUNDLED:
+            dataset, side = BUNDLED[source]
+            if (self.image_channels, self.size) != (1, (side, side)):
                 raise ValueError(
-                    "the digits dataset is 1×8×8; set channels: 1 and size: [8, 8] "
+                    f"the {source} dataset is 1×{side}×{side}; set channels: 1 and size: [{side}, {side}] "
                     f"(got channels: {self.image_channels}, size: {list(self.size)})"
                 )
-            return DigitsDataset(split, seed)
-        folder = folder_source(source, "image", bundled=["digits"])
+            return dataset(split, seed)
+        folder = folder_source(source, "image", bundled=list(BUNDLED))
         return ImageFolder(folder.path, split, self.size, self.image_channels, seed=seed, label=folder.label)
 
     def evaluate(
@@ -160,27 +167,35 @@ class ImageAdapter(GridAdapter):
         classes = getattr(train, "classes", {})
         if not classes:
             raise ValueError("evaluate needs a labelled dataset (classes per sub-folder); this one has none")
-        key = next(iter(classes))
+        key, *others = classes
         if key not in labels:
             raise KeyError(f"evaluate needs the requested {key!r} labels; got {sorted(labels)}")
-        train_x, train_y = self._features_and_labels(train, key)
-        heldout_x, heldout_y = self._features_and_labels(heldout, key)
-        judge = ClassifierJudge(train_x, train_y)
+        train_x, train_y = self._features_and_labels(train)
+        heldout_x, heldout_y = self._features_and_labels(heldout)
+        judge = ClassifierJudge(train_x, train_y[key])
         generated_x = self._features(generated)
-        reference_x = train_x[matching_subset(train_y, heldout_y, seed=0)]
+        reference_x = train_x[matching_subset(train_y[key], heldout_y[key], seed=0)]
         heldout_features = judge.embed(heldout_x)
-        return {
+        report = {
             "generated": {
                 "accuracy": judge.accuracy(generated_x, labels[key].cpu().numpy()),
                 "frechet_distance": frechet_distance(judge.embed(generated_x), heldout_features),
                 "samples": len(generated),
             },
             "reference": {
-                "accuracy": judge.accuracy(heldout_x, heldout_y),
+                "accuracy": judge.accuracy(heldout_x, heldout_y[key]),
                 "frechet_distance": frechet_distance(judge.embed(reference_x), heldout_features),
                 "samples": len(heldout),
             },
         }
+        # Every further label (a placed digit's position) gets a judge of its own.
+        for other in (k for k in others if k in labels):
+            judge = ClassifierJudge(train_x, train_y[other])
+            report["generated"][f"accuracy_{other}"] = judge.accuracy(
+                generated_x, labels[other].cpu().numpy()
+            )
+            report["reference"][f"accuracy_{other}"] = judge.accuracy(heldout_x, heldout_y[other])
+        return report
 
     def _features(self, images: Tensor) -> np.ndarray:
         """images [B, C, H, W] -> flattened pixels [B, C*H*W] at the adapter's size (the judge's input)."""
@@ -189,8 +204,10 @@ class ImageAdapter(GridAdapter):
             images = F.interpolate(images, size=self.size, mode="bilinear", antialias=True).clamp(0, 1)
         return rearrange(images, "b c h w -> b (c h w)").numpy()
 
-    def _features_and_labels(self, data: Dataset, key: str) -> tuple[np.ndarray, np.ndarray]:
-        """Every item of `data` -> features [N, C*H*W] and labels [N]; item by item, as sizes may differ."""
+    def _features_and_labels(self, data: Dataset) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Every item of `data` -> features [N, C*H*W] and {label: [N]}; item by item, as sizes may
+        differ."""
         items = [data[i] for i in range(len(data))]
         images = [self._features(item["media"][None])[0] for item in items]
-        return np.stack(images), np.array([item["labels"][key] for item in items])
+        keys = items[0]["labels"]
+        return np.stack(images), {k: np.array([item["labels"][k] for item in items]) for k in keys}

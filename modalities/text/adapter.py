@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from string import Formatter
 from typing import Any
 
 import torch
@@ -185,6 +186,16 @@ class TextAdapter(DiscreteAdapter):
             raise ValueError(f"text stream {own_stream!r} has no caption templates for the {split} split")
         return CaptionedDataset(dataset, self, split, media_stream, own_stream)
 
+    def caption_keys(self) -> list[str]:
+        """The labels every template names ({digit} or {digit_word}), in order of first use."""
+        keys: dict[str, None] = {}
+        templates = [t for split in SPLITS for t in self.templates[split]]
+        for template in templates:
+            for _, field, _, _ in Formatter().parse(template):
+                if field:
+                    keys.setdefault(field.removesuffix("_word"), None)
+        return [k for k in keys if all(_names(t, k) for t in templates)]
+
     def named_classes(self, value: str, key: str, classes: Mapping[str, list[str]]) -> list[int]:
         """The classes of `key` a text names, by class name or word, as whole words."""
         tokens = set(value.lower().replace(".", " ").replace(",", " ").split())
@@ -193,8 +204,15 @@ class TextAdapter(DiscreteAdapter):
         return [i for i, names in enumerate(spellings) if tokens & set(names)]
 
 
+def _names(template: str, key: str) -> bool:
+    """Whether `template` fills in label `key` (its class name or its word)."""
+    return any(field in (key, f"{key}_word") for _, field, _, _ in Formatter().parse(template))
+
+
 class CaptionedDataset(Dataset):
-    """Items {"media": {media_stream: media, text_stream: ids [L]}, "labels": ...}: a random training
+    """Items {"media": {media_stream: media, text_stream: ids [L]}, "labels": ..., and the base item's
+    other keys (numbers)}, or the base's media streams and the text when its media are already keyed by
+    stream (a joined dataset): a random training
     template per access (train), or template i mod count (held-out: fixed phrasings)."""
 
     def __init__(self, base: Dataset, text: TextAdapter, split: str, media_stream: str, text_stream: str):
@@ -213,4 +231,5 @@ class CaptionedDataset(Dataset):
         item = self.base[i]
         words = self.text.fill(self.template(i), item["labels"], self.classes)
         ids = encode_text(words, self.text.max_length)
-        return {"media": {self.media_stream: item["media"], self.text_stream: ids}, "labels": item["labels"]}
+        media = item["media"] if isinstance(item["media"], Mapping) else {self.media_stream: item["media"]}
+        return {**item, "media": {**media, self.text_stream: ids}}

@@ -24,7 +24,7 @@ from modalities.common.grids import grid_image, to_pil
 from modalities.common.patches import grid_positions, patchify, unpatchify
 from modalities.common.splits import SPLITS
 from modalities.video.datasets import DIRECTIONS, MovingDigits, VideoFolder
-from modalities.video.files import read_video, write_video
+from modalities.video.files import VIDEO_SUFFIXES, read_video, write_video
 from modalities.video.metrics import MovingDigitJudge, folder_scores
 
 
@@ -49,6 +49,7 @@ class VideoAdapter(ModalityAdapter):
 
     name = "video"
     file_suffix = ".mp4"
+    read_suffixes = VIDEO_SUFFIXES
 
     def __init__(
         self,
