@@ -165,7 +165,7 @@ def _cross_media(module, args: argparse.Namespace) -> dict:
     if args.source is None:
         return {"task": module.task_making(to).name}
     makers = [t for t in module.tasks if t.roles.get(to) == "generate"]
-    sources = [s for t in makers for s, r in t.roles.items() if r != "generate" and s not in module.discrete]
+    sources = [s for t in makers for s in module.media_inputs(t)]
     stream = _file_stream(module, args.source, list(dict.fromkeys(sources)), f"makes {to!r} from")
     task = module.task_making(to, stream)
     item = _item(module.adapters[stream], args.source)

@@ -9,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from mmdit.contract import DiscreteAdapter, ModalityAdapter
-from mmdit.training.joined import JoinedDataset
+from mmdit.training.joined import JoinedDataset, matched_classes
 from mmdit.training.train_order import EpochOrder, ResumableLoader, SeededItems
 
 
@@ -43,7 +43,7 @@ def joined(recipe: DictConfig, adapters: Mapping[str, ModalityAdapter], base: Da
                 f"{stream!r}; streams: {list(adapters)}"
             )
         items = adapters[other].dataset(data_source(recipe, other), split, recipe.data.split_seed)
-        match = {str(k): str(v) for k, v in spec.match.items()}
+        match = matched_classes(spec)
         dataset = JoinedDataset(
             dataset, stream, items, other, key=spec.key, to=spec.to, match=match, split=split
         )

@@ -55,8 +55,8 @@ def generation(
     its media of the task's clean media streams; captions in held-out phrasings), and the seconds taken."""
     stream = next(s for s in task.streams("generate") if s not in module.discrete)
     wanted, sizes = stacked(items, "labels"), stacked(items, "numbers")
-    given = [s for s in task.roles if task.roles[s] != "generate" and s not in module.discrete]
-    prompted = len(given) < len(task.streams("condition")) + len(task.streams("understand"))
+    given = module.media_inputs(task)
+    prompted = len(given) < len(task.inputs)
     prompts = module.prompts_for(wanted, "heldout") if prompted else None
     start, chunks, n = time.perf_counter(), [], len(items)
     with Progress(disable=not show_progress, transient=True) as progress:
@@ -119,17 +119,6 @@ def understanding(
     return {"generated": scores(written), "reference": scores(captions)}
 
 
-def prompted_only(module: DiffusionModule, task: Task) -> bool:
-    """Whether a task's clean streams are all discrete (captions): it generates from a prompt alone."""
-    return all(r == "generate" or s in module.discrete for s, r in task.roles.items())
-
-
-def direction(task: Task) -> str:
-    """ "text -> image": the task's clean streams, then what it generates."""
-    inputs = [s for s, r in task.roles.items() if r != "generate"] or ["noise"]
-    return f"{' + '.join(inputs)} -> {' + '.join(task.streams('generate'))}"
-
-
 def evaluate(
     module: DiffusionModule,
     *,
@@ -168,7 +157,7 @@ def evaluate(
         else:
             rows[task.name], spent = generation(module, task, items, options, show_progress)
             seconds, nfe[task.name] = seconds + spent, module.last_nfe
-    main = next(t for t in module.tasks if t.roles.get(stream) == "generate" and prompted_only(module, t))
+    main = module.task_making(stream)
     report = {row: dict(values) for row, values in rows[main.name].items()}
     if module.describes:
         described = module.describing_task(stream)
@@ -192,5 +181,5 @@ def evaluate(
         },
     }
     if recipe.tasks:
-        result["tasks"] = {t.name: {"direction": direction(t), **rows[t.name]} for t in module.tasks}
+        result["tasks"] = {t.name: {"direction": t.direction, **rows[t.name]} for t in module.tasks}
     return result

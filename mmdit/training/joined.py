@@ -94,3 +94,8 @@ class JoinedDataset(Dataset):
             "labels": {**item["labels"], **other["labels"]},
             "numbers": {**item.get("numbers", {}), **other.get("numbers", {})},
         }
+
+
+def matched_classes(spec: Mapping[str, Any]) -> dict[str, str]:
+    """A `data.join` entry's `match` as {class name: class name} (YAML may give numbers for names)."""
+    return {str(k): str(v) for k, v in spec["match"].items()}

@@ -37,6 +37,7 @@ from mmdit.objectives.finite import FiniteWatch
 from mmdit.objectives.guidance import EvaluationCount, GuidanceSchedule, guided_prediction, null_labels
 from mmdit.objectives.objective import Predict, State
 from mmdit.training.data import data_stream
+from mmdit.training.joined import matched_classes
 from mmdit.training.optim import RecipeOptimization
 from mmdit.training.step_noise import StepNoise, step_generator
 from mmdit.training.tasks import Task, pick_task, recipe_tasks
@@ -120,7 +121,7 @@ class DiffusionModule(RecipeOptimization, L.LightningModule):
         links = {}
         for spec in self.recipe.data.join.values():
             if spec.key in self.classes and spec.to in self.classes:
-                match = {str(k): str(v) for k, v in spec.match.items()}
+                match = matched_classes(spec)
                 target = [self.classes[spec.to].index(match[c]) for c in self.classes[spec.key]]
                 links[spec.to] = (spec.key, torch.tensor(target))
         return links
@@ -366,18 +367,19 @@ class DiffusionModule(RecipeOptimization, L.LightningModule):
                 return task
         raise KeyError(f"this model has no task {name!r}; its tasks: {[t.name for t in self.tasks]}")
 
+    def media_inputs(self, task: Task) -> list[str]:
+        """The media streams `task` reads clean (its inputs but the discrete ones: prompts)."""
+        return [s for s in task.inputs if s not in self.discrete]
+
     def task_making(self, stream: str, source: str | None = None) -> Task:
         """The first task that generates media stream `stream` from a prompt alone (`source` None), or from
         the clean media of stream `source`; none is an error listing what the model can make."""
         for task in self.tasks:
-            clean = [s for s, r in task.roles.items() if r != "generate" and s not in self.discrete]
-            if task.roles.get(stream) == "generate" and clean == ([source] if source else []):
+            if task.roles.get(stream) == "generate" and self.media_inputs(task) == (
+                [source] if source else []
+            ):
                 return task
-        can = [
-            f"{t.name} ({' + '.join(s for s, r in t.roles.items() if r != 'generate') or 'noise'} -> "
-            f"{' + '.join(t.streams('generate'))})"
-            for t in self.tasks
-        ]
+        can = [f"{t.name} ({t.direction})" for t in self.tasks]
         wanted = f"from stream {source!r}" if source else "from a prompt alone"
         raise KeyError(f"no task of this model generates stream {stream!r} {wanted}; its tasks: {can}")
 
@@ -394,7 +396,7 @@ class DiffusionModule(RecipeOptimization, L.LightningModule):
             return [(chosen, streams)]
 
         def feasible(t: Task) -> bool:
-            return all(s in self.discrete or s in (given or {}) for s in t.roles if t.roles[s] != "generate")
+            return all(s in (given or {}) for s in self.media_inputs(t))
 
         picked: dict[str, tuple[Task, list[str]]] = {}
         for stream in self.adapters:
@@ -512,7 +514,7 @@ class DiffusionModule(RecipeOptimization, L.LightningModule):
         interval = tuple(settings.guidance_interval if guidance_interval is None else guidance_interval)
         cfg_schedule = cfg_schedule or settings.cfg_schedule
         jobs = self._generation_tasks(task, given)
-        prompted = any(s in self.discrete for t, _ in jobs for s in t.roles if t.roles[s] != "generate")
+        prompted = any(len(self.media_inputs(t)) < len(t.inputs) for t, _ in jobs)
         if prompted and prompts is None:
             if not labels:
                 raise ValueError("give prompts, or labels to caption")

@@ -30,6 +30,16 @@ class Task:
         """The streams of this task with `role`, in the task's order."""
         return [s for s, r in self.roles.items() if r == role]
 
+    @property
+    def inputs(self) -> list[str]:
+        """The streams the task reads clean (every role but generate), in the task's order."""
+        return [s for s, r in self.roles.items() if r != "generate"]
+
+    @property
+    def direction(self) -> str:
+        """ "text -> image": what the task reads ("noise" when nothing), then what it generates."""
+        return f"{' + '.join(self.inputs or ['noise'])} -> {' + '.join(self.streams('generate'))}"
+
 
 def recipe_tasks(recipe: DictConfig, streams: Sequence[str], data_stream: str) -> list[Task]:
     """The recipe's `tasks` checked against its `streams`, or the one implied task
