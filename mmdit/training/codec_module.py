@@ -125,14 +125,16 @@ class CodecModule(RecipeOptimization, L.LightningModule):
 
     @torch.no_grad()
     def latent_statistics(self, dataset, items: int) -> tuple[float | list[float], float | list[float]]:
-        """(shift, scale) that make the posterior means of the first `items` of `dataset` zero-mean and
+        """(shift, scale) that make the posterior means of `items` items of `dataset` zero-mean and
         unit-variance, as SD3's shift_factor / scaling_factor: diffusion sees (z - shift) * scale. One float
         of each, or one per latent channel for a kind with per-channel statistics."""
         was_training = self.training
         self.eval()
+        # Spread over the dataset: its order may follow a label (notes: pitch by pitch).
+        chosen = torch.linspace(0, len(dataset) - 1, min(items, len(dataset))).round().long().tolist()
         means = []
-        for begin in range(0, min(items, len(dataset)), 32):
-            chunk = [dataset[i]["media"] for i in range(begin, min(items, len(dataset), begin + 32))]
+        for begin in range(0, len(chosen), 32):
+            chunk = [dataset[i]["media"] for i in chosen[begin : begin + 32]]
             padded, _ = self._padded(torch.stack(chunk).to(self.device))
             means.append(self.model.encode(padded).mode().float().cpu())
         self.train(was_training)

@@ -34,7 +34,8 @@ FLOOR_DB = -80.0  # loudness floor: silence
 QUIET_DB = 30.0  # frames this far below the clip's loudest have no pitch
 PITCH_CENTRE = 0.5 * math.log2(PITCH_RANGE_HZ[0] * PITCH_RANGE_HZ[1])  # log2 Hz mapped to 0
 PITCH_HALF_RANGE = 0.5 * math.log2(PITCH_RANGE_HZ[1] / PITCH_RANGE_HZ[0])  # octaves mapped to ±1
-NOISE_OFFSET = 3.0  # noise bands start near -55 dB below the loudness: notes are mostly harmonic
+NOISE_OFFSET = 2.0  # noise bands start 40 dB below the loudness (above the gate): notes are mostly harmonic
+GATE = 1e-3  # harmonic and noise magnitudes (0-2) below this are silent
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,17 @@ class MeasuredPosterior(Posterior):
         return learned.kl()
 
 
+def exp_sigmoid(x: Tensor) -> Tensor:
+    """DDSP's exponentiated sigmoid 2·σ(x)^ln 10: 0.41 at x = 0, 2 at most, 90 dB below that by x = -5,
+    so magnitudes span a wide range in log terms within a few units."""
+    return 2 * torch.sigmoid(x) ** math.log(10)
+
+
+def gated(magnitudes: Tensor) -> Tensor:
+    """Magnitudes below `GATE` (of exp_sigmoid's 2) become exact zeros, the rest move down by GATE."""
+    return (magnitudes - GATE).clamp_min(0)
+
+
 def centred_frames(audio: Tensor, size: int, hop: int) -> Tensor:
     """audio [..., T·hop] -> frames [..., T, size], frame t centred on sample (t + ½)·hop (zeros beyond the
     clip)."""
@@ -184,20 +196,23 @@ class HarmonicCodec(nn.Module):
         if z.ndim != 3 or z.shape[1] != cfg.latent_channels:
             raise ValueError(f"latent of shape {tuple(z.shape)}: expected [B, {cfg.latent_channels}, T]")
         f0 = (2.0 ** (z[:, 0] * PITCH_HALF_RANGE + PITCH_CENTRE)).clamp(1.0, cfg.sample_rate / 2)
-        rms = 10.0 ** ((20 * z[:, 1 : cfg.measured_channels] - 40) / 20)  # [B, C, T]
+        # The floor is silence: a measured -80 dB decodes to exact zeros, not to a -80 dB note.
+        decibels = 20 * z[:, 1 : cfg.measured_channels] - 40
+        rms = (10.0 ** (decibels / 20) - 10.0 ** (FLOOR_DB / 20)).clamp_min(0)  # [B, C, T]
         out = self.decoder(z).unflatten(1, (cfg.channels, self.controls)).transpose(2, 3)  # [B, C, T, ·]
         gain, logits, bands = out.split([1, cfg.harmonics, cfg.noise_bands], -1)
         k = torch.arange(1, cfg.harmonics + 1, device=z.device, dtype=z.dtype)
         audible = k * f0[:, None, :, None] < cfg.sample_rate / 2
-        # Unit-norm amplitudes over the audible harmonics (a large negative logit, not -inf, so that a
-        # frame with none audible is silent rather than NaN).
-        spread = torch.softmax(logits.masked_fill(~audible, -1e4), -1) * audible
-        spread = spread / torch.linalg.vector_norm(spread, dim=-1, keepdim=True).clamp_min(1e-12)
+        # Unit-norm amplitudes over the audible harmonics, each from DDSP's exponentiated sigmoid, gated:
+        # a harmonic that should be absent is exactly silent a few units below zero. (A softmax's absent
+        # harmonics stayed near -50 dB, and ungated ones near -100 dB, below what the STFT loss's -80 dB
+        # floor hears but above the judge's log-mel floor.)
+        spread = gated(exp_sigmoid(logits)) * audible
+        spread = spread / torch.linalg.vector_norm(spread, dim=-1, keepdim=True).clamp_min(1e-7)
         # Σ_k a_k² / 2 = (rms · 2σ(gain))²: an even gain puts the harmonics at the measured level.
         amplitudes = math.sqrt(2) * rms[..., None] * 2 * torch.sigmoid(gain) * spread
         # Uniform noise has an RMS of 1/√3: band magnitudes of √3 · rms give about the measured level.
-        # DDSP's exponentiated sigmoid, 2σ(x)^ln 10, spans 80 dB within a few units of x.
-        noise = math.sqrt(3) * rms[..., None] * 2 * torch.sigmoid(bands - NOISE_OFFSET) ** math.log(10)
+        noise = math.sqrt(3) * rms[..., None] * gated(exp_sigmoid(bands - NOISE_OFFSET))
         f0 = f0[:, None].expand(-1, cfg.channels, -1)
         return f0.flatten(0, 1), amplitudes.flatten(0, 1), noise.flatten(0, 1)
 
