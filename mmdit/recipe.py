@@ -152,10 +152,13 @@ class SampleConfig:
 
 @dataclass
 class AutoencoderSection:
-    """`autoencoder:` makes a recipe a codec stage: `mmdit fit` trains a convolutional VAE on the data
+    """`autoencoder:` makes a recipe a codec stage: `mmdit fit` trains a codec of `kind` on the data
     stream's media (mmdit.training.codec_module) instead of a diffusion model, and exports codec.safetensors
-    for an adapter's `codec` option."""
+    for an adapter's `codec` option. Kind `conv` (a convolutional VAE) reads the keys from latent_channels to
+    stft; another kind (mmdit.codecs.kinds) reads its config keys from `options.<kind>`."""
 
+    kind: str = "conv"  # or a kind a modality registers (audio: harmonic)
+    options: dict[str, Any] = field(default_factory=dict)  # {kind: {key: value}}, other kinds' configs
     latent_channels: int = 16
     patch: int = 1  # cells per axis folded into channels first (waveforms: 8-16, so convolutions are wide)
     widths: list[int] = field(default_factory=lambda: [32, 64, 128, 256])  # channels per level

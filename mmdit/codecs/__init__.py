@@ -5,10 +5,12 @@ from mmdit.codecs.diffusers_codec import DiffusersAutoencoder, load_diffusers_co
 from mmdit.codecs.digest import codec_digest
 from mmdit.codecs.export import load_codec, save_codec
 from mmdit.codecs.frozen import FrozenCodec
+from mmdit.codecs.kinds import CodecKind, codec_kind, register_codec_kind
 from mmdit.codecs.loaded import CodecShape, LoadedCodec
 
 __all__ = [
     "AutoencoderConfig",
+    "CodecKind",
     "CodecShape",
     "ConvAutoencoder",
     "DiffusersAutoencoder",
@@ -17,7 +19,9 @@ __all__ = [
     "Posterior",
     "Reconstruction",
     "codec_digest",
+    "codec_kind",
     "load_codec",
     "load_diffusers_codec",
+    "register_codec_kind",
     "save_codec",
 ]

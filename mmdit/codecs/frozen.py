@@ -32,7 +32,8 @@ class FrozenCodec:
                 f"codec {self.path} encodes {config.dims}-D media of {config.channels} channel(s); "
                 f"{media} of {channels} channel(s) need a {dims}-D codec of as many ({hint})"
             )
-        self.model, self.scale, self.shift = codec.model, codec.scale, codec.shift
+        self.model = codec.model
+        self.scale, self.shift = (_per_channel(v, dims) for v in (codec.scale, codec.shift))
         self.latent_channels, self.downsampling = config.latent_channels, config.downsampling
 
     @cached_property
@@ -56,13 +57,27 @@ class FrozenCodec:
         model, dtype = self._on(values.device)
         with torch.autocast(values.device.type, enabled=False):
             z = model.encode(values.to(dtype)).mode()
-        return (z - self.shift) * self.scale
+        shift, scale = (_on_device(v, z) for v in (self.shift, self.scale))
+        return (z - shift) * scale
 
     @torch.no_grad()
     def decode(self, latents: Tensor) -> Tensor:
         """Normalised latents [B, D, *latent_extent] -> the decoder's values [B, C, *latent_extent · f] (not
         clamped), on the latents' device."""
         model, dtype = self._on(latents.device)
-        z = latents.to(dtype) / self.scale + self.shift
+        shift, scale = (_on_device(v, latents) for v in (self.shift, self.scale))
+        z = latents.to(dtype) / scale + shift
         with torch.autocast(latents.device.type, enabled=False):
             return model.decode(z)
+
+
+def _per_channel(value: float | list[float], dims: int) -> float | Tensor:
+    """A scalar stays one; one value per latent channel becomes a tensor [D, 1, ...] (dims ones) that
+    broadcasts over latents [B, D, *extent]."""
+    if isinstance(value, list):
+        return torch.tensor(value).reshape(-1, *(1,) * dims)
+    return value
+
+
+def _on_device(value: float | Tensor, like: Tensor) -> float | Tensor:
+    return value.to(like.device, like.dtype) if isinstance(value, Tensor) else value

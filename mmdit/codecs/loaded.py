@@ -8,8 +8,6 @@ from typing import Any
 
 from torch import nn
 
-from mmdit.codecs.autoencoder import AutoencoderConfig
-
 
 @dataclass(frozen=True)
 class CodecShape:
@@ -24,15 +22,17 @@ class CodecShape:
 
 @dataclass
 class LoadedCodec:
-    """A loaded codec; z is normalised as (z − shift) · scale.
+    """A loaded codec; z is normalised as (z − shift) · scale, scale and shift each a float or one float per
+    latent channel.
 
     model: a module frozen in eval mode with `encode(x) -> Posterior` (mmdit's, over z [B, latent_channels,
-    *extent / downsampling]) and `decode(z) -> Tensor` x_hat [B, channels, *extent]: a `ConvAutoencoder` or a
-    `DiffusersAutoencoder`. config: the `AutoencoderConfig` of ours, or the `CodecShape` of a diffusers one.
+    *extent / downsampling]) and `decode(z) -> Tensor` x_hat [B, channels, *extent]: a model of a registered
+    codec kind (mmdit.codecs.kinds) or a `DiffusersAutoencoder`. config: the kind's config (dims, channels,
+    latent_channels, downsampling and more), or the `CodecShape` of a diffusers one.
     """
 
     model: nn.Module
-    config: AutoencoderConfig | CodecShape
-    scale: float
-    shift: float
+    config: Any
+    scale: float | list[float]
+    shift: float | list[float]
     extra: dict[str, Any]

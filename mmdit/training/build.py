@@ -17,7 +17,7 @@ from mmdit.contract import ModalityAdapter
 from mmdit.errors import UserError
 from mmdit.model.presets import preset
 from mmdit.recipe import from_yaml
-from mmdit.training.codec_module import CodecModule, autoencoder_config
+from mmdit.training.codec_module import CodecModule, codec_config
 from mmdit.training.data import MediaDataModule, data_stream
 from mmdit.training.distill_module import DistillModule
 from mmdit.training.module import DiffusionModule
@@ -82,8 +82,9 @@ def build(recipe: DictConfig) -> tuple[MediaDataModule, DiffusionModule | CodecM
     if len(adapters) != 1:
         raise ValueError(f"a codec recipe trains one stream's codec; this one has {list(adapters)}")
     item_shape = tuple(datamodule.train[0]["media"].shape)
-    config = autoencoder_config(recipe, item_shape)
-    return datamodule, CodecModule(recipe, datamodule.classes, adapters[data_stream(recipe)], config)
+    adapter = adapters[data_stream(recipe)]
+    config = codec_config(recipe, item_shape, adapter)
+    return datamodule, CodecModule(recipe, datamodule.classes, adapter, config)
 
 
 def build_distillation(

@@ -1,6 +1,7 @@
-"""The codec stage: a recipe with an `autoencoder:` section trains a convolutional VAE on its data stream's
-media, with the same Trainer, optimizer policy, EMA, checkpoints and previews as a diffusion recipe. Its
-export (codec.safetensors) is what an adapter's `codec` option loads, so the diffusion stage learns latents.
+"""The codec stage: a recipe with an `autoencoder:` section trains a codec of its `kind` (mmdit.codecs.kinds:
+a convolutional VAE by default) on its data stream's media, with the same Trainer, optimizer policy, EMA,
+checkpoints and previews as a diffusion recipe. Its export (codec.safetensors) is what an adapter's
+`codec` option loads, so the diffusion stage learns latents.
 
 The loss is the adapter's `reconstruction_loss` plus `kl_weight` times the KL per latent element. Media whose
 extent is not a multiple of the downsampling are zero-padded at the end and cropped back.
@@ -18,45 +19,51 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from mmdit.codecs import AutoencoderConfig, ConvAutoencoder
+from mmdit.codecs.kinds import DEFAULT_KIND, codec_kind, kind_of
 from mmdit.contract import ModalityAdapter
 from mmdit.training.optim import RecipeOptimization
 from mmdit.training.step_noise import step_generator
 
 
-def autoencoder_config(recipe: DictConfig, item_shape: tuple[int, ...]) -> AutoencoderConfig:
-    """The VAE for media items of `item_shape` [C, *extent]: C and the number of axes from the data, the
-    rest from the recipe's `autoencoder` section."""
+def codec_config(recipe: DictConfig, item_shape: tuple[int, ...], adapter: ModalityAdapter) -> Any:
+    """The config of the recipe's codec kind (`autoencoder.kind`) for media items of `item_shape` [C,
+    *extent] read by `adapter`."""
     section = recipe.autoencoder
-    return AutoencoderConfig(
-        dims=len(item_shape) - 1,
-        channels=item_shape[0],
-        latent_channels=section.latent_channels,
-        widths=tuple(section.widths),
-        strides=tuple(section.strides),
-        blocks=section.blocks,
-        kernel=section.kernel,
-        patch=section.patch,
-        stft=None if section.stft is None else tuple(section.stft),
-    )
+    try:
+        kind = codec_kind(section.kind)
+    except KeyError as error:
+        raise ValueError(f"autoencoder.kind: {error.args[0]}") from None
+    for name in section.options:
+        try:
+            codec_kind(name)
+        except KeyError as error:
+            raise ValueError(f"autoencoder.options.{name}: {error.args[0]}") from None
+    if DEFAULT_KIND in section.options:
+        raise ValueError(
+            f"autoencoder.options.{DEFAULT_KIND}: the {DEFAULT_KIND} kind reads the section's own keys "
+            "(latent_channels, widths, ...)"
+        )
+    return kind.from_recipe(section, item_shape, adapter)
 
 
 class CodecModule(RecipeOptimization, L.LightningModule):
-    """Trains `ConvAutoencoder(config)` on batches {"media": [B, C, *extent], ...} of the data stream."""
+    """Trains the codec of `config`'s kind (a `ConvAutoencoder` for an `AutoencoderConfig`) on batches
+    {"media": [B, C, *extent], ...} of the data stream."""
 
     def __init__(
         self,
         recipe: DictConfig,
         classes: Mapping[str, list[str]],
         adapter: ModalityAdapter,
-        config: AutoencoderConfig,
+        config: Any,
     ):
         super().__init__()
         self.save_hyperparameters(
             {"recipe": OmegaConf.to_container(recipe), "classes": dict(classes), "config": config.to_dict()}
         )
         self.recipe, self.classes, self.adapter, self.config = recipe, dict(classes), adapter, config
-        self.model = ConvAutoencoder(config)
+        self.kind = kind_of(config)
+        self.model = self.kind.model(config)
 
     def _padded(self, media: Tensor) -> tuple[Tensor, tuple[int, ...]]:
         """media [B, C, *extent] zero-padded at the end of each axis to a multiple of the downsampling."""
@@ -117,16 +124,22 @@ class CodecModule(RecipeOptimization, L.LightningModule):
         self.log("val/loss", parts["loss"], prog_bar=True, sync_dist=True)
 
     @torch.no_grad()
-    def latent_statistics(self, dataset, items: int) -> tuple[float, float]:
-        """(shift, scale) that make the posterior means of the first `items` of `dataset` zero-mean and
-        unit-variance, as SD3's shift_factor / scaling_factor: diffusion sees (z - shift) * scale."""
+    def latent_statistics(self, dataset, items: int) -> tuple[float | list[float], float | list[float]]:
+        """(shift, scale) that make the posterior means of `items` items of `dataset` zero-mean and
+        unit-variance, as SD3's shift_factor / scaling_factor: diffusion sees (z - shift) * scale. One float
+        of each, or one per latent channel for a kind with per-channel statistics."""
         was_training = self.training
         self.eval()
+        # Spread over the dataset: its order may follow a label (notes: pitch by pitch).
+        chosen = torch.linspace(0, len(dataset) - 1, min(items, len(dataset))).round().long().tolist()
         means = []
-        for begin in range(0, min(items, len(dataset)), 32):
-            chunk = [dataset[i]["media"] for i in range(begin, min(items, len(dataset), begin + 32))]
+        for begin in range(0, len(chosen), 32):
+            chunk = [dataset[i]["media"] for i in chosen[begin : begin + 32]]
             padded, _ = self._padded(torch.stack(chunk).to(self.device))
             means.append(self.model.encode(padded).mode().float().cpu())
         self.train(was_training)
         z = torch.cat(means)
-        return float(z.mean()), float(1.0 / z.std().clamp_min(1e-8))
+        if not self.kind.per_channel_statistics:
+            return float(z.mean()), float(1.0 / z.std().clamp_min(1e-8))
+        per_channel = z.transpose(0, 1).flatten(1)  # [D, items · latent extent]
+        return per_channel.mean(1).tolist(), (1.0 / per_channel.std(1).clamp_min(1e-8)).tolist()

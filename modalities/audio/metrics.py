@@ -23,25 +23,47 @@ PITCH_RANGE_HZ = (60.0, 1000.0)
 def yin_pitch(audio: Tensor, sample_rate: int) -> Tensor:
     """Fundamental frequency of each clip: audio [B, S] -> Hz [B] (NaN for a silent clip).
 
-    Per frame: YIN's cumulative-mean-normalised difference d'(τ), the first lag where d' dips below 0.15
-    (else its minimum), refined by a parabola through d' around it; the clip's pitch is the median over its
-    voiced frames (within 30 dB of the loudest)."""
+    Per frame of 1,024 samples every 256 (`yin_frames`), the clip's pitch is the median over its voiced
+    frames (within 30 dB of the loudest)."""
     audio = audio.double()
-    low, high = (round(sample_rate / f) for f in reversed(PITCH_RANGE_HZ))
-    window = FRAME - high
     if audio.shape[-1] < FRAME:
         audio = torch.nn.functional.pad(audio, (0, FRAME - audio.shape[-1]))
     frames = audio.unfold(-1, FRAME, HOP)  # [B, T, FRAME]
+    hz, _ = yin_frames(frames, sample_rate)
+    loudness = frame_loudness_db(frames)
+    voiced = loudness > loudness.max(-1, keepdim=True).values - QUIET_DB
+    voiced &= loudness > -90
+    hz = torch.where(voiced, hz, torch.nan)
+    return hz.nanmedian(-1).values.float()
+
+
+def frame_loudness_db(frames: Tensor) -> Tensor:
+    """frames [..., W] -> their mean power in dB [...] (10⁻¹² floor: -120 dB for silence)."""
+    return 10 * torch.log10(frames.square().mean(-1) + 1e-12)
+
+
+def yin_frames(frames: Tensor, sample_rate: int) -> tuple[Tensor, Tensor]:
+    """YIN (de Cheveigné & Kawahara 2002) per frame: frames [..., W] float64 -> (f0 Hz [...], the
+    normalised difference d' at the chosen lag [...]: near 0 for a periodic frame, near 1 for noise).
+
+    YIN's cumulative-mean-normalised difference d'(τ) over lags of 60-1,000 Hz, the first lag where d' dips
+    below 0.15 (else its minimum), refined by a parabola through d' around it. W must exceed the longest lag
+    (sample_rate / 60) by a period or more."""
+    low, high = (round(sample_rate / f) for f in reversed(PITCH_RANGE_HZ))
+    size = frames.shape[-1]
+    window = size - high
+    if window < 1:
+        raise ValueError(f"YIN frames of {size} samples are too short for lags up to {high} samples")
     # d(τ) = Σ_j (x_j - x_{j+τ})² over j < window, from energies and one FFT cross-correlation.
-    n = 2 * FRAME
+    n = 2 * size
     spectrum = torch.fft.rfft(frames, n)
     head = torch.fft.rfft(frames[..., :window], n)
     correlation = torch.fft.irfft(spectrum * head.conj(), n)[..., : high + 1]
     squares = torch.nn.functional.pad(frames.square().cumsum(-1), (1, 0))
-    lags = torch.arange(high + 1)
+    lags = torch.arange(high + 1, device=frames.device)
     energy_shifted = squares[..., lags + window] - squares[..., lags]
     difference = (squares[..., window : window + 1] + energy_shifted - 2 * correlation).clamp_min(0)
-    cumulative = difference[..., 1:].cumsum(-1) / torch.arange(1, high + 1)
+    cumulative = difference[..., 1:].cumsum(-1) / torch.arange(1, high + 1, device=frames.device)
     normalised = torch.cat(
         [torch.ones_like(difference[..., :1]), difference[..., 1:] / cumulative.clamp_min(1e-12)], -1
     )
@@ -50,18 +72,13 @@ def yin_pitch(audio: Tensor, sample_rate: int) -> Tensor:
     # The first dip below the threshold: walk to its local minimum.
     first = torch.where(below.any(-1), below.float().argmax(-1), search.argmin(-1))
     rising = search[..., 1:] > search[..., :-1]
-    after = rising & (torch.arange(search.shape[-1] - 1) >= first[..., None])
+    after = rising & (torch.arange(search.shape[-1] - 1, device=frames.device) >= first[..., None])
     dip = torch.where(after.any(-1), after.float().argmax(-1), search.argmin(-1))
     tau = (dip + low).clamp(low + 1, high - 1)
     left, mid, right = (normalised.gather(-1, (tau + k)[..., None])[..., 0] for k in (-1, 0, 1))
     curvature = left - 2 * mid + right
     offset = torch.where(curvature > 0, 0.5 * (left - right) / curvature.clamp_min(1e-12), 0.0)
-    hz = sample_rate / (tau + offset.clamp(-1, 1))
-    loudness = 10 * torch.log10(frames.square().mean(-1) + 1e-12)
-    voiced = loudness > loudness.max(-1, keepdim=True).values - QUIET_DB
-    voiced &= loudness > -90
-    hz = torch.where(voiced, hz, torch.nan)
-    return hz.nanmedian(-1).values.float()
+    return sample_rate / (tau + offset.clamp(-1, 1)), mid
 
 
 def cents_off(hz: Tensor, midi: Tensor) -> Tensor:

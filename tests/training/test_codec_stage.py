@@ -1,10 +1,12 @@
-"""The codec stage end to end: `mmdit fit` of an autoencoder recipe writes a codec export, previews and a
-reconstruction eval; the audio adapter's codec tokenizer reads that export, and a diffusion recipe trains,
-samples and evaluates on its latents through the command line."""
+"""The codec stage end to end, for each codec kind (the conv VAE and the harmonic codec): `mmdit fit` of an
+autoencoder recipe writes a codec export, previews and a reconstruction eval; the audio adapter's codec
+tokenizer reads that export, and a diffusion recipe trains, samples and evaluates on its latents through the
+command line."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -19,11 +21,7 @@ from mmdit.training.data import MediaDataModule
 from mmdit.training.token_cache import CachedDataModule, CacheMiss
 from modalities import build_adapter
 
-CODEC = [
-    "autoencoder.latent_channels=4",
-    "autoencoder.patch=1",
-    "autoencoder.widths=[4,8,8]",
-    "autoencoder.strides=[8,8]",
+TRAINING = [
     "autoencoder.crop=[2048]",
     "data.batch_size=8",
     "trainer.max_steps=6",
@@ -35,25 +33,58 @@ CODEC = [
     "autoencoder.statistics_items=16",
     "sample.grid=4",
 ]
+KINDS = {
+    "conv": [
+        "autoencoder.kind=conv",
+        "autoencoder.latent_channels=4",
+        "autoencoder.patch=1",
+        "autoencoder.widths=[4,8,8]",
+        "autoencoder.strides=[8,8]",
+    ],
+    "harmonic": [
+        "autoencoder.kind=harmonic",
+        "autoencoder.options.harmonic.timbre_channels=2",
+        "autoencoder.options.harmonic.harmonics=8",
+        "autoencoder.options.harmonic.noise_bands=4",
+        "autoencoder.options.harmonic.width=8",
+        "autoencoder.options.harmonic.blocks=1",
+        "autoencoder.options.harmonic.n_fft=256",
+    ],
+}
+LATENT_SHAPES = {"conv": [4, 250], "harmonic": [4, 63]}  # [D, T] of a 1 s note: D = 1 + 1 + 2 for harmonic
+
+
+@pytest.fixture(scope="module", params=sorted(KINDS))
+def kind(request) -> str:
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def codec_run(tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("codec")
+def codec_run(tmp_path_factory, kind) -> Path:
+    run_dir = tmp_path_factory.mktemp(f"codec-{kind}")
     torch.set_num_threads(1)
-    assert main(["fit", "audio-notes-codec", *CODEC, f"run_dir={run_dir}"]) == 0
+    assert main(["fit", "audio-notes-codec", *KINDS[kind], *TRAINING, f"run_dir={run_dir}"]) == 0
     return run_dir
 
 
-def test_a_codec_fit_writes_an_export_previews_and_a_reconstruction_eval(codec_run):
+def _normalisation(value: float | list[float]) -> torch.Tensor:
+    """A loaded codec's scale or shift as a tensor that broadcasts over latents [D, T]."""
+    return torch.tensor(value).reshape(-1, 1)
+
+
+def test_a_codec_fit_writes_an_export_previews_and_a_reconstruction_eval(codec_run, kind):
     for name in ("codec.safetensors", "eval.json", "samples.png", "loss.png", "recipe.yaml"):
         assert (codec_run / name).is_file(), name
     report = json.loads((codec_run / "eval.json").read_text())
     assert set(report) == {"recipe", "reconstructed", "reference", "codec"}
     assert report["reconstructed"]["samples"] == report["reference"]["samples"] == 288
     assert report["reference"]["pitch_accuracy"] == 1.0
-    assert report["codec"]["latent_shape"] == [4, 250] and report["codec"]["compression"] == 16.0
+    latent_shape = report["codec"]["latent_shape"]
+    assert latent_shape == LATENT_SHAPES[kind]
+    assert report["codec"]["compression"] == round(16000 / (latent_shape[0] * latent_shape[1]), 2)
     codec = load_codec(codec_run / "codec.safetensors")
+    # One shift and scale for the conv VAE's latents, one per channel for the harmonic codec's.
+    assert isinstance(codec.scale, list) == (kind == "harmonic")
     assert (codec.shift, codec.scale) == (report["codec"]["shift"], report["codec"]["scale"])
     assert codec.extra["modality"] == "audio" and "audio-notes-codec" in codec.extra["recipe"]
 
@@ -62,17 +93,22 @@ def test_the_codec_tokenizer_normalises_latents_and_decodes_through_the_codec(co
     path = codec_run / "codec.safetensors"
     adapter = build_adapter("audio", tokenizer="codec", codec=str(path), patch_size=2)
     codec = load_codec(path)
+    channels, frame = codec.config.latent_channels, codec.config.downsampling
     audio = torch.rand(3, 1, 16000) * 2 - 1
     tokens = adapter.encode(audio, {"seconds": torch.tensor([1.0, 0.5, 0.1])})
-    assert tokens.x.shape == (3, 125, 8) and adapter.stream("audio").features == 8
-    assert tokens.mask.sum(1).tolist() == [125, 63, 13]  # 128 samples per latent frame, 2 frames a token
+    columns = [math.ceil(seconds * 16000 / (2 * frame)) for seconds in (1.0, 0.5, 0.1)]
+    assert tokens.x.shape == (3, columns[0], 2 * channels)
+    assert adapter.stream("audio").features == 2 * channels
+    assert tokens.mask.sum(1).tolist() == columns  # 2 latent frames a token
+    padded = torch.nn.functional.pad(audio, (0, -16000 % frame))
     with torch.no_grad():
-        z = codec.model.encode(audio).mode()
-        expected = codec.model.decode(z).clamp(-1, 1)
-    assert torch.allclose((tokens.x[0, :, :4].T / codec.scale + codec.shift), z[0, :, 0::2], atol=1e-5)
+        z = codec.model.encode(padded).mode()
+        expected = codec.model.decode(z)[..., :16000].clamp(-1, 1)
+    scale, shift = _normalisation(codec.scale), _normalisation(codec.shift)
+    assert torch.allclose(tokens.x[0, :, :channels].T / scale + shift, z[0, :, 0::2], atol=1e-5)
     decoded = adapter.decode(tokens)
     assert torch.allclose(decoded[0], expected[0], atol=1e-5)
-    assert (decoded[1, :, 63 * 256 :] == 0).all()  # past the clip's last real token
+    assert (decoded[1, :, columns[1] * 2 * frame :] == 0).all()  # past the clip's last real token
 
 
 def test_a_codec_is_refused_by_the_tokenizers_it_does_not_belong_to(codec_run, tmp_path):
@@ -113,7 +149,9 @@ def test_a_diffusion_recipe_trains_samples_and_evaluates_on_the_codec_latents(co
     assert rate == 16000 and 0.45 * rate <= len(audio) <= 0.55 * rate
 
 
-def test_cached_latents_equal_encoded_ones_and_another_codec_is_a_miss(codec_run, tmp_path, monkeypatch):
+def test_cached_latents_equal_encoded_ones_and_another_codec_is_a_miss(
+    codec_run, kind, tmp_path, monkeypatch
+):
     monkeypatch.setenv("MMDIT_CACHE", str(tmp_path / "cache"))
     codec = codec_run / "codec.safetensors"
     overrides = [f"streams.audio.options.codec={codec}", "data.cache=true", "data.batch_size=128"]
@@ -131,7 +169,7 @@ def test_cached_latents_equal_encoded_ones_and_another_codec_is_a_miss(codec_run
     assert difference <= 2e-4 * tokens.x.abs().max(), difference
     assert torch.equal(cached["tokens"]["mask"], tokens.mask[0])
     retrained = tmp_path / "retrained"
-    assert main(["fit", "audio-notes-codec", *CODEC, "seed=1", f"run_dir={retrained}"]) == 0
+    assert main(["fit", "audio-notes-codec", *KINDS[kind], *TRAINING, "seed=1", f"run_dir={retrained}"]) == 0
     recipe_new = load_recipe(
         "audio-notes-latent",
         [*overrides[1:], f"streams.audio.options.codec={retrained / 'codec.safetensors'}"],
