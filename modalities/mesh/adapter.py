@@ -2,6 +2,8 @@
 
 - "sdf": a truncated signed-distance grid (R³ cells, `modalities/mesh/sdf.py`) cut into p³ blocks, one token
   per block with 3D RoPE; samples decode by marching cubes into watertight meshes (OBJ and GLB files).
+  With `codec` = a mesh codec-stage export, the tokens are p³ blocks of the codec's latents instead
+  (`modalities/mesh/codec_tokenizer.py`), decoded by the codec into the grid.
 - "points": N surface samples as an unordered set of tokens without positions (Point-E); samples are point
   clouds (PLY files).
 
@@ -31,6 +33,7 @@ from mmdit.contract import ModalityAdapter, StreamSpec, Tokens
 from modalities.common.folders import folder_source
 from modalities.common.judges import ClassifierJudge
 from modalities.common.splits import SPLITS, matching_subset
+from modalities.mesh.codec_tokenizer import SdfCodecTokenizer
 from modalities.mesh.datasets import MeshFolder, ShapesDataset, read_mesh
 from modalities.mesh.metrics import (
     POINTS,
@@ -48,6 +51,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from mpl_toolkits.mplot3d.art3d import Poly3DCollection  # noqa: E402
 
 TOKENIZERS = ("sdf", "points")
+SURFACE_WEIGHT = 10.0  # a codec's loss counts a cell within the truncation band this many times over
 MARGIN = 0.1  # empty border of the unit cube around every normalised mesh (1.6 cells of a 16³ grid)
 LIGHT = np.array([0.4, -0.5, 0.75]) / np.linalg.norm([0.4, -0.5, 0.75])
 CAMERA = {"elev": 25, "azim": -60}  # fixed, so previews of different runs compare
@@ -55,8 +59,9 @@ REFERENCE_VERSION = 1  # bump when evaluation's treatment of the real data chang
 
 
 class MeshAdapter(ModalityAdapter):
-    """Meshes through the "sdf" tokenizer (options resolution, patch_size, truncation in cells) or the
-    "points" tokenizer (options points, normals); see the module docstring."""
+    """Meshes through the "sdf" tokenizer (options resolution, patch_size, truncation in cells, and codec:
+    a mesh codec export whose latents the tokens carry, patch_size then in latent cells) or the "points"
+    tokenizer (options points, normals); see the module docstring."""
 
     name = "mesh"
     file_suffix = ".obj"
@@ -69,23 +74,39 @@ class MeshAdapter(ModalityAdapter):
         truncation: float = 3.0,
         points: int = POINTS,
         normals: bool = False,
+        codec: str | None = None,
     ) -> None:
         if tokenizer not in TOKENIZERS:
             raise ValueError(f"mesh tokenizer must be one of {TOKENIZERS}, got {tokenizer!r}")
-        self.tokenizer: SdfTokenizer | PointTokenizer = (
-            SdfTokenizer(resolution, patch_size, truncation)
-            if tokenizer == "sdf"
-            else PointTokenizer(points, normals)
-        )
+        if codec is not None and tokenizer != "sdf":
+            raise ValueError(f"a mesh codec encodes SDF grids: tokenizer 'sdf' takes it, not {tokenizer!r}")
+        self.tokenizer: SdfTokenizer | SdfCodecTokenizer | PointTokenizer
+        if tokenizer == "points":
+            self.tokenizer = PointTokenizer(points, normals)
+        elif codec is None:
+            self.tokenizer = SdfTokenizer(resolution, patch_size, truncation)
+        else:
+            self.tokenizer = SdfCodecTokenizer(codec, resolution, patch_size, truncation)
         self.file_suffix = ".obj" if tokenizer == "sdf" else ".ply"
 
     @property
     def sample_suffixes(self) -> tuple[str, ...]:
         """Meshes are written for Blender / MeshLab as OBJ and GLB; point clouds as PLY."""
-        return (".obj", ".glb") if isinstance(self.tokenizer, SdfTokenizer) else (".ply",)
+        return (".obj", ".glb") if not isinstance(self.tokenizer, PointTokenizer) else (".ply",)
 
     def stream(self, name: str) -> StreamSpec:
         return self.tokenizer.stream(name)
+
+    def encoding_identity(self) -> dict[str, Any]:
+        """The codec file's digest with a codec (cached tokens of another codec are stale), else nothing."""
+        return self.tokenizer.identity() if isinstance(self.tokenizer, SdfCodecTokenizer) else {}
+
+    def reconstruction_loss(self, prediction: Tensor, target: Tensor) -> Tensor:
+        """A codec stage's loss between grids [B, 1, R, R, R]: the mean absolute error with every cell of the
+        truncation band (|target| < 1, where the surface is; most cells are clipped to ±1) weighted
+        `SURFACE_WEIGHT` times a clipped one."""
+        weight = 1 + (SURFACE_WEIGHT - 1) * (target.abs() < 1).to(prediction.dtype)
+        return (weight * (prediction - target).abs()).sum() / weight.sum()
 
     def encode(self, media: Tensor, numbers=None) -> Tokens:
         """Grids [B, 1, R, R, R] or point sets [B, N, 3|6] -> Tokens (`numbers` is not used by meshes)."""
@@ -160,7 +181,7 @@ class MeshAdapter(ModalityAdapter):
         with Progress(transient=True) as progress:
             scores = pointflow_scores(generated_points, heldout_points, progress, real["heldout_distances"])
         scores["samples"] = len(items)
-        if isinstance(self.tokenizer, SdfTokenizer):
+        if not isinstance(self.tokenizer, PointTokenizer):
             scores["watertight"] = _watertight_share(self.tokenizer, items)
         key = next(iter(train.classes), None)
         if key is not None and key in labels:
@@ -188,7 +209,7 @@ class MeshAdapter(ModalityAdapter):
             heldout_distances = chamfer_matrix(heldout_points, progress=lambda: progress.advance(task))
             row = pointflow_scores(list(train_points.values()), heldout_points, progress, heldout_distances)
         row["samples"] = len(heldout)
-        if isinstance(self.tokenizer, SdfTokenizer):
+        if not isinstance(self.tokenizer, PointTokenizer):
             row["watertight"] = _watertight_share(self.tokenizer, heldout.media)
         tensors = {"heldout_points": np.stack(heldout_points), "heldout_distances": heldout_distances}
         if next(iter(train.classes), None) is not None:
@@ -204,7 +225,7 @@ class MeshAdapter(ModalityAdapter):
 
     def _points(self, item: Tensor, seed: int) -> np.ndarray:
         """A generated item -> POINTS normalised surface points [POINTS, 3]."""
-        if isinstance(self.tokenizer, SdfTokenizer):
+        if not isinstance(self.tokenizer, PointTokenizer):
             return surface_points(self.tokenizer.geometry(item), seed=seed)
         rng = np.random.default_rng(seed)
         xyz = item[:, :3].numpy()
@@ -216,7 +237,7 @@ def _descriptors(point_sets: list[np.ndarray]) -> np.ndarray:
     return np.stack([shape_descriptor(p) for p in point_sets])
 
 
-def _watertight_share(tokenizer: SdfTokenizer, grids: Tensor) -> float:
+def _watertight_share(tokenizer, grids: Tensor) -> float:
     """Share of grids whose marching-cubes mesh is non-empty and watertight."""
     meshes = [tokenizer.geometry(g) for g in grids]
     return float(np.mean([len(m.faces) > 0 and m.is_watertight for m in meshes]))

@@ -32,6 +32,8 @@ CHUNK = 1 << 16  # point-triangle pairs per batched winding-number evaluation (s
 SURFACE_SAMPLES = 20_000
 CANDIDATES = 8
 RAY_OFFSET = 1e-4
+BAND_EDGE = 1.0  # cells: the longest edge of the subdivided copy whose triangle balls bound the distance
+BAND_BLOCK = 4  # cells per axis of the blocks ruled out (or in) before single cells
 
 
 def normalise(mesh: trimesh.Trimesh, margin: float) -> tuple[trimesh.Trimesh, np.ndarray, float]:
@@ -103,6 +105,36 @@ def unsigned_distance(mesh: trimesh.Trimesh, points: Tensor) -> Tensor:
     return point_triangle_distance(points[:, None], triangles).amin(1)
 
 
+def truncation_band(mesh: trimesh.Trimesh, resolution: int, truncation: float) -> Tensor:
+    """Cells that may lie within τ = truncation / R of the surface -> bool [R³] (cell_centres' order); every
+    other cell is certainly farther, so its truncated value is ±1 and needs no distance.
+
+    A rigorous lower bound: the surface is split (exactly, flat triangles into flat triangles) until no
+    edge is longer than `BAND_EDGE` cells; triangle T lies inside the ball around its centroid c_T of
+    radius r_T, so dist(p, T) >= |p - c_T| - max r_T, and the nearest centroid (a k-d tree query) bounds
+    the distance from below. Blocks of `BAND_BLOCK`³ cells are ruled out first by the same bound at their
+    centres, widened by their half-diagonal (distance is 1-Lipschitz), then the cells of the others."""
+    vertices, faces = trimesh.remesh.subdivide_to_size(mesh.vertices, mesh.faces, BAND_EDGE / resolution)
+    triangles = vertices[faces]
+    centroids = triangles.mean(1)
+    radius = float(np.linalg.norm(triangles - centroids[:, None], axis=-1).max())
+    tree = cKDTree(centroids)
+    reach = truncation / resolution + radius
+    block = BAND_BLOCK if resolution % BAND_BLOCK == 0 else 1
+    coarse = resolution // block
+    # Block b covers cells b·block ... b·block + block - 1 along each axis; its centre is cell_centres'
+    # point of a coarse grid, and every cell of it is within half a diagonal of that centre.
+    widened = reach + math.sqrt(3) * (block - 1) / (2 * resolution)
+    near, _ = tree.query(cell_centres(coarse).numpy(), distance_upper_bound=widened * (1 + 1e-9))
+    blocks = torch.from_numpy(near <= widened * (1 + 1e-9)).reshape(coarse, 1, coarse, 1, coarse, 1)
+    candidate = blocks.expand(-1, block, -1, block, -1, block).reshape(-1)
+    points = cell_centres(resolution)[candidate].numpy()
+    near, _ = tree.query(points, distance_upper_bound=reach * (1 + 1e-9))
+    band = torch.zeros(resolution**3, dtype=torch.bool)
+    band[candidate.nonzero()[:, 0]] = torch.from_numpy(near <= reach * (1 + 1e-9))
+    return band
+
+
 def inside_by_ray_parity(mesh: trimesh.Trimesh, resolution: int) -> Tensor:
     """Inside test for a watertight mesh at the grid's cell centres -> bool [R, R, R].
 
@@ -167,7 +199,10 @@ def sdf_grid(mesh: trimesh.Trimesh, resolution: int, truncation: float, name: st
         )
         triangles = torch.from_numpy(np.asarray(mesh.triangles, dtype=np.float32))
         inside = winding_number(points.float(), triangles) > 0.5
-    distance = unsigned_distance(mesh, points) / (truncation / resolution)
+    # Cells beyond the band clip to ±1 whatever their distance; only the band's distances are computed.
+    band = truncation_band(mesh, resolution, truncation)
+    distance = torch.ones(len(points), dtype=torch.float64)
+    distance[band] = unsigned_distance(mesh, points[band]) / (truncation / resolution)
     values = torch.where(inside, -distance, distance).clamp(-1, 1)
     return values.float().reshape(1, resolution, resolution, resolution)
 
