@@ -34,7 +34,7 @@ from modalities.common.folders import folder_source
 from modalities.common.judges import ClassifierJudge
 from modalities.common.splits import SPLITS, matching_subset
 from modalities.mesh.codec_tokenizer import SdfCodecTokenizer
-from modalities.mesh.datasets import MeshFolder, ShapesDataset, read_mesh
+from modalities.mesh.datasets import MESH_SUFFIXES, MeshFolder, ShapesDataset, read_mesh
 from modalities.mesh.metrics import (
     POINTS,
     chamfer_matrix,
@@ -65,6 +65,7 @@ class MeshAdapter(ModalityAdapter):
 
     name = "mesh"
     file_suffix = ".obj"
+    read_suffixes = MESH_SUFFIXES
 
     def __init__(
         self,
