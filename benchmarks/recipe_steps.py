@@ -25,7 +25,8 @@ from mmdit.training.optim import optimizer_and_schedule
 
 
 def variant(name: str, overrides: str, batches: int):
-    """A function running one timed training step of the recipe with `overrides`; returns its seconds."""
+    """(module, step): `step()` runs one timed training step of the recipe with `overrides` and returns its
+    seconds."""
     recipe = load_recipe(name, overrides.split())
     torch.manual_seed(recipe.seed)
     data, module = build(recipe)
@@ -43,7 +44,7 @@ def variant(name: str, overrides: str, batches: int):
         recipe_step(module, batch, optimizer)
         return time.perf_counter() - start
 
-    return step
+    return module, step
 
 
 def main() -> None:
@@ -55,7 +56,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=10)
     args = parser.parse_args()
-    steps = {overrides: variant(args.recipe, overrides, args.steps) for overrides in args.variants}
+    steps = {overrides: variant(args.recipe, overrides, args.steps)[1] for overrides in args.variants}
     for step in steps.values():
         for _ in range(4):
             step()

@@ -86,7 +86,7 @@ def adamw(kind: str, model: torch.nn.Module, choice: str) -> torch.optim.AdamW:
 
 
 def trainer(kind: str, size: str, batch: int, compiled: bool, precision: str, optimizer_choice: str):
-    """A function that runs one timed training step of `kind` at `size` and returns its seconds."""
+    """(model, step): `step()` runs one timed training step of `kind` at `size` and returns its seconds."""
     torch.manual_seed(0)
     model, forward = build(kind, size, compiled)
     model.to(DEVICE).train()
@@ -108,13 +108,13 @@ def trainer(kind: str, size: str, batch: int, compiled: bool, precision: str, op
             torch.cuda.synchronize()
         return time.perf_counter() - start
 
-    return step
+    return model, step
 
 
 def measure(
     kind: str, size: str, batch: int, steps: int, compiled: bool, precision: str, optimizer: str
 ) -> dict:
-    step = trainer(kind, size, batch, compiled, precision, optimizer)
+    _, step = trainer(kind, size, batch, compiled, precision, optimizer)
     times = [step() for _ in range(steps + 3)]  # three warm-up steps (compilation; the gates open)
     peak = (
         torch.cuda.max_memory_allocated() / 2**20
@@ -130,7 +130,7 @@ def interleaved(
     """Both models in this process, their steps alternating one by one: {kind: median step seconds}. A
     machine whose speed drifts slows both alike (peak memory needs separate processes: not measured)."""
     kinds = ("mmdit", "diffusers")
-    steps_of = {kind: trainer(kind, size, batch, compiled, precision, optimizer) for kind in kinds}
+    steps_of = {kind: trainer(kind, size, batch, compiled, precision, optimizer)[1] for kind in kinds}
     times: dict[str, list[float]] = {kind: [] for kind in steps_of}
     for _ in range(steps + 3):
         for kind, step in steps_of.items():
