@@ -49,8 +49,13 @@ def median_steps(steps: dict[str, Callable[[], float]], rounds: int, per_round: 
     return {kind: statistics.median(values) for kind, values in times.items()}
 
 
+def card_peak() -> float | None:
+    """The GPU's dense bf16 peak FLOP/s where `gpu_throughput` knows the card, else None (and on the CPU)."""
+    return peak_flops(torch.cuda.get_device_name()) if DEVICE == "cuda" else None
+
+
 def print_limit(limit: GemmLimit, precision: str) -> None:
-    peak = peak_flops(torch.cuda.get_device_name()) if DEVICE == "cuda" else None
+    peak = card_peak()
     card = f"; card's dense bf16 peak {peak / 1e12:.0f} TFLOP/s" if peak else ""
     print(
         f"  limit ({precision}): fastest shape {limit.best_flops_per_s / 1e9:.1f} GFLOP/s; the step's "
@@ -60,8 +65,7 @@ def print_limit(limit: GemmLimit, precision: str) -> None:
 
 
 def print_step(kind: str, seconds: float, flops: float, limit: GemmLimit) -> None:
-    achieved = flops / seconds
-    peak = peak_flops(torch.cuda.get_device_name()) if DEVICE == "cuda" else None
+    achieved, peak = flops / seconds, card_peak()
     mfu = f"  MFU {achieved / peak:6.1%}" if peak else ""
     print(
         f"  {kind:10s} {seconds * 1000:9.1f} ms/step  {achieved / 1e9:8.1f} GFLOP/s  "

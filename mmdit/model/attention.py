@@ -48,7 +48,7 @@ def matmul_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Te
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, rotation: Tensor | None, mask: Tensor | None) -> Tensor:
-    """q, k, v: [B, H, N, D]; rotation: [B, 1, N, D / 2, 2] (`rope_rotation`) or None; mask:
+    """q, k, v: [B, H, N, D]; rotation: [B, 1, N, 2, D] (`rope_rotation`) or None; mask:
     [B, 1, N or 1, N] bool.
 
     Returns [B, N, H * D]."""

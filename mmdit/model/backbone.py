@@ -231,7 +231,7 @@ class MMDiT(nn.Module):
         return {s: self.outputs[s](xs[s], conds[s], items) for s in names}
 
     def rope(self, streams: Mapping[str, Tokens], names: list[str]) -> Tensor | None:
-        """The rotary rotation of the concatenated sequence, `rope_rotation` [B, 1, N, head_dim / 2, 2] of
+        """The rotary rotation of the concatenated sequence, `rope_rotation` [B, 1, N, 2, head_dim] of
         angles [B, N, head_dim / 2]; angle zero (no rotation) on the tokens of streams that use another
         position scheme. None when no stream uses rotary positions."""
         if not any(s in self.rope_axes_dim for s in names):

@@ -139,7 +139,7 @@ class JointBlock(nn.Module):
         mask: Tensor | None,
         items: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """xs: {stream: [B, N_s, D]}; conds: {stream: [B, D]}; rotation: [B, 1, sum N_s, D / H / 2, 2] or
+        """xs: {stream: [B, N_s, D]}; conds: {stream: [B, D]}; rotation: [B, 1, sum N_s, 2, D / H] or
         None (`rope_rotation`); mask: [B, 1, 1 or N, N] bool or None; items: packed rows' item per token.
         Returns {stream: [B, N_s, D]}."""
         mods = {s: self.streams[s].modulations([conds[s]], [x.shape[1]], items) for s, x in xs.items()}

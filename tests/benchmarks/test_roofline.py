@@ -19,7 +19,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from gemm_limit import Gemm, gemm_limit, recorded_gemms  # noqa: E402
 from step_profile import FAMILIES, family, step_breakdown  # noqa: E402
 
-
 BATCH = 2
 
 

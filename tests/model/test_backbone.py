@@ -440,7 +440,7 @@ def test_model_rope_rotation_per_stream():
     streams = {s.name: make_tokens(s, 2, n, g) for s, n in zip(specs, (3, 4, 5), strict=True)}
     rotation = model.rope(streams, ["a", "b", "c"])
     head_dim = WIDTH // HEADS
-    assert rotation.shape == (2, 1, 12, head_dim // 2, 2)
+    assert rotation.shape == (2, 1, 12, 2, head_dim)
     expected_a = rope_rotation(rope_angles(streams["a"].pos, split_head_dim(head_dim, 3)))
     assert_close(rotation[:, :, :3], expected_a)
     assert torch.equal(rotation[:, :, 3:7], rope_rotation(torch.zeros(2, 4, head_dim // 2)))
