@@ -68,7 +68,9 @@ class ModalityAdapter(ABC):
     `classes: dict[str, list[str]]`, the class names of each label, so a model can be conditioned on them
     and a user can ask for a class by name. Items of variable-length media also carry `"numbers": {name:
     float}` (audio: `{"seconds": duration}`): the media is padded to a fixed size, and `encode` / `layout`
-    read the numbers to mask the padding (a recipe may also condition the model on them).
+    read the numbers to mask the padding (a recipe may also condition the model on them). A dataset that
+    knows its labels without reading its media may also define `item_labels(i) -> {name: int}` (the labels
+    of item i), which a join (`mmdit.training.joined`) reads instead of loading every item.
     """
 
     name: ClassVar[str]

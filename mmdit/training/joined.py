@@ -18,6 +18,13 @@ from typing import Any
 from torch.utils.data import Dataset
 
 
+def item_labels(dataset: Dataset, i: int) -> Mapping[str, int]:
+    """The labels of item i: the dataset's `item_labels(i)` where it has one (no media read: a folder of
+    files indexes its partners without loading them), else those of the item itself."""
+    labels_only = getattr(dataset, "item_labels", None)
+    return labels_only(i) if labels_only is not None else dataset[i]["labels"]
+
+
 class JoinedDataset(Dataset):
     """Items {"media": {base_stream: ..., other_stream: ...} (base's own streams when its media are
     already keyed by stream, as after an earlier join), "labels": both items' labels, "numbers": both
@@ -62,7 +69,7 @@ class JoinedDataset(Dataset):
             )
         by_class: dict[int, list[int]] = {}
         for j in range(len(other)):
-            by_class.setdefault(int(other[j]["labels"][to]), []).append(j)
+            by_class.setdefault(int(item_labels(other, j)[to]), []).append(j)
         self.partners: list[list[int]] = []
         for name in base_classes[key]:
             target = other_classes[to].index(match[name])

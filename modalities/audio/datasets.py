@@ -108,12 +108,11 @@ class NotesDataset(Dataset):
     def __len__(self) -> int:
         return len(self.media)
 
+    def item_labels(self, i: int) -> dict[str, int]:
+        return {k: int(v[i]) for k, v in self.labels.items()}
+
     def __getitem__(self, i: int) -> dict:
-        return {
-            "media": self.media[i],
-            "labels": {k: int(v[i]) for k, v in self.labels.items()},
-            "numbers": {"seconds": self.SECONDS},
-        }
+        return {"media": self.media[i], "labels": self.item_labels(i), "numbers": {"seconds": self.SECONDS}}
 
 
 @functools.lru_cache(maxsize=4)

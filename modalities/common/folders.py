@@ -96,8 +96,12 @@ class MediaFolder(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
+    def item_labels(self, i: int) -> dict[str, int]:
+        """Item i's labels, from its folder name: no file is read."""
+        return {} if self.labels[i] is None else {self.label: self.labels[i]}
+
     def __getitem__(self, i: int) -> dict:
-        labels = {} if self.labels[i] is None else {self.label: self.labels[i]}
+        labels = self.item_labels(i)
         try:
             media = self.read(self.files[i])
         except (ValueError, OSError) as err:

@@ -21,6 +21,7 @@ from mmdit.training import build as run_builder
 from mmdit.training.joined import JoinedDataset
 from modalities.audio.datasets import NotesDataset
 from modalities.common.digits import DigitsDataset
+from modalities.common.folders import MediaFolder
 
 RECIPE = "unified-digits-notes"
 TINY = [
@@ -62,6 +63,38 @@ def test_join_errors_name_what_is_missing():
         JoinedDataset(digits, "image", notes, "audio", match={**MATCH, "9": "H9"}, **options)
     with pytest.raises(ValueError, match=r"both datasets have the labels \['digit'\]"):
         JoinedDataset(digits, "image", DigitsDataset("train"), "other", match=MATCH, **options)
+
+
+def test_a_join_indexes_a_folder_by_its_labels_without_reading_its_files(tmp_path):
+    """A folder's items are paired by their sub-folder names alone (`item_labels`): joining reads no file,
+    and gives the same partners as reading every item does."""
+    for i, note in enumerate(["C3", "D3", "C3"]):
+        (tmp_path / note).mkdir(exist_ok=True)
+        (tmp_path / note / f"{i}.wav").write_bytes(b"")  # unreadable: a read would fail
+    folder = MediaFolder(
+        tmp_path, "train", (".wav",), read=None, kind="audio", heldout_fraction=0.0, label="pitch"
+    )
+    digits = DigitsDataset("train")
+    options = dict(key="digit", to="pitch", split="train")
+    joined = JoinedDataset(
+        digits, "image", folder, "audio", match=dict.fromkeys(MATCH, "C3") | {"1": "D3"}, **options
+    )
+    c3 = [j for j in range(len(folder)) if folder.classes["pitch"][folder.item_labels(j)["pitch"]] == "C3"]
+    assert joined.partners[0] == c3 and len(c3) == 2
+
+    class ItemsOnly(torch.utils.data.Dataset):  # no item_labels: the join reads each item's labels
+        classes = folder.classes
+
+        def __len__(self):
+            return len(folder)
+
+        def __getitem__(self, j):
+            return {"media": None, "labels": folder.item_labels(j)}
+
+    read = JoinedDataset(
+        digits, "image", ItemsOnly(), "audio", match=dict.fromkeys(MATCH, "C3") | {"1": "D3"}, **options
+    )
+    assert read.partners == joined.partners
 
 
 def test_captions_asked_for_by_label_state_the_matched_pitch():
