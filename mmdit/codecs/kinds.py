@@ -16,26 +16,39 @@ from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from torch import nn
+from torch import Tensor, nn
 
 from mmdit.codecs.autoencoder import AutoencoderConfig, ConvAutoencoder
 
 DEFAULT_KIND = "conv"
 
 
+def global_statistics(z: Tensor) -> tuple[float, float]:
+    """Latents [N, D, *extent] -> (mean, 1 / std) over every value: unit variance for all channels."""
+    return float(z.mean()), float(1.0 / z.std().clamp_min(1e-8))
+
+
+def channel_statistics(z: Tensor) -> tuple[list[float], list[float]]:
+    """Latents [N, D, *extent] -> ([D] means, [D] 1 / stds): each channel zero-mean and unit-variance."""
+    per_channel = z.transpose(0, 1).flatten(1)  # [D, N · extent]
+    return per_channel.mean(1).tolist(), (1.0 / per_channel.std(1).clamp_min(1e-8)).tolist()
+
+
 @dataclass(frozen=True)
 class CodecKind:
     """name: what recipes and exports call it. config: the config dataclass (`from_dict` reads an export's).
     model: config -> the module. from_recipe: (the recipe's `autoencoder` section, the data's item shape
-    [C, *extent], the data stream's adapter) -> a config. per_channel_statistics: the export normalises
-    each latent channel with its own shift and scale (channels of unlike statistics, such as a measured
-    pitch beside learned timbre), rather than one of each for all."""
+    [C, *extent], the data stream's adapter) -> a config. statistics: the posterior means of some train
+    items [N, D, *extent] -> the export's (shift, scale), so that the diffusion model sees (z - shift) ·
+    scale: `global_statistics` (one of each for all channels, SD3's factors) or `channel_statistics` (one
+    per channel, for channels of unlike statistics, such as a measured pitch beside learned timbre), or a
+    kind's own (the harmonic codec fixes its pitch channel's unit)."""
 
     name: str
     config: type
     model: Callable[[Any], nn.Module]
     from_recipe: Callable[[Any, tuple[int, ...], Any], Any]
-    per_channel_statistics: bool = False
+    statistics: Callable[[Tensor], tuple[Any, Any]] = global_statistics
 
 
 _kinds: dict[str, CodecKind] = {}

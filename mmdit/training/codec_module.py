@@ -125,9 +125,9 @@ class CodecModule(RecipeOptimization, L.LightningModule):
 
     @torch.no_grad()
     def latent_statistics(self, dataset, items: int) -> tuple[float | list[float], float | list[float]]:
-        """(shift, scale) that make the posterior means of `items` items of `dataset` zero-mean and
-        unit-variance, as SD3's shift_factor / scaling_factor: diffusion sees (z - shift) * scale. One float
-        of each, or one per latent channel for a kind with per-channel statistics."""
+        """(shift, scale) of the posterior means of `items` items of `dataset`, by the kind's `statistics`
+        (SD3's shift_factor / scaling_factor: diffusion sees (z - shift) * scale): one float of each, or
+        one per latent channel."""
         was_training = self.training
         self.eval()
         # Spread over the dataset: its order may follow a label (notes: pitch by pitch).
@@ -138,8 +138,4 @@ class CodecModule(RecipeOptimization, L.LightningModule):
             padded, _ = self._padded(torch.stack(chunk).to(self.device))
             means.append(self.model.encode(padded).mode().float().cpu())
         self.train(was_training)
-        z = torch.cat(means)
-        if not self.kind.per_channel_statistics:
-            return float(z.mean()), float(1.0 / z.std().clamp_min(1e-8))
-        per_channel = z.transpose(0, 1).flatten(1)  # [D, items · latent extent]
-        return per_channel.mean(1).tolist(), (1.0 / per_channel.std(1).clamp_min(1e-8)).tolist()
+        return self.kind.statistics(torch.cat(means))

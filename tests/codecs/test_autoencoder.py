@@ -185,3 +185,14 @@ def test_stft_loss_is_zero_for_identical_waveforms_and_grows_with_the_noise():
     slight = multi_resolution_stft_loss(clean + 0.01 * noise, clean, ffts=ffts)
     noisy = multi_resolution_stft_loss(clean + 0.3 * noise, clean, ffts=ffts)
     assert 0 < slight < noisy
+
+
+def test_stft_loss_hears_a_partial_down_to_the_judges_floor():
+    # A partial 100 dB below full scale, under a full-scale tone: far above the judge's log-mel floor
+    # (power 1e-8, 128 dB below a full-scale sine), so the loss must hear it; one 140 dB down it must not.
+    t = torch.arange(4096, dtype=torch.float64) / 16000
+    tone = torch.sin(2 * math.pi * 440 * t)[None, None].float()
+    partial = torch.sin(2 * math.pi * 3000 * t)[None, None].float()
+    quiet, silent = (10 ** (db / 20) * partial for db in (-100, -140))
+    assert multi_resolution_stft_loss(tone + quiet, tone) > 1e-2
+    assert multi_resolution_stft_loss(tone + silent, tone) < 1e-3

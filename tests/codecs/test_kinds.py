@@ -27,7 +27,20 @@ from mmdit.codecs import (
 def test_the_conv_kind_is_the_autoencoder():
     kind = codec_kind("conv")
     assert (kind.config, kind.model) == (AutoencoderConfig, ConvAutoencoder)
-    assert not kind.per_channel_statistics
+    assert kind.statistics is kinds.global_statistics
+
+
+def test_global_and_channel_statistics_give_unit_variance_in_float64():
+    z = torch.randn(5, 3, 7, dtype=torch.float64) * torch.tensor([1.0, 4.0, 0.5])[:, None] + 2.0
+    shift, scale = kinds.global_statistics(z)
+    assert ((z - shift) * scale).std().item() == pytest.approx(1.0, abs=1e-12)
+    assert ((z - shift) * scale).mean().item() == pytest.approx(0.0, abs=1e-12)
+    shifts, scales = kinds.channel_statistics(z)
+    shifts, scales = (torch.tensor(v, dtype=z.dtype)[:, None] for v in (shifts, scales))
+    normalised = (z - shifts) * scales
+    per_channel = normalised.transpose(0, 1).flatten(1)
+    assert torch.allclose(per_channel.std(1), torch.ones(3, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(per_channel.mean(1), torch.zeros(3, dtype=torch.float64), atol=1e-12)
 
 
 def test_an_export_from_before_kinds_loads_as_a_conv_codec(tmp_path):

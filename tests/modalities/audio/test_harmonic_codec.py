@@ -24,6 +24,7 @@ from modalities.audio.harmonic_codec import (
     HarmonicCodec,
     HarmonicCodecConfig,
     MeasuredPosterior,
+    harmonic_statistics,
 )
 
 SMALL = {"timbre_channels": 2, "harmonics": 8, "noise_bands": 4, "width": 8, "blocks": 1, "n_fft": 512}
@@ -69,6 +70,18 @@ def test_silent_frames_take_the_clips_median_pitch_and_the_loudness_floor():
     silent = model.measure(torch.zeros(1, 1, 4 * 256))[0]
     torch.testing.assert_close(silent[0], torch.zeros(4), atol=1e-6, rtol=0)
     assert (silent[1] == -2).all()
+
+
+def test_the_export_statistics_put_a_semitone_at_one_unit_of_pitch():
+    model = HarmonicCodec(HarmonicCodecConfig(channels=1, sample_rate=16000, **SMALL))
+    notes = torch.stack([_tone(220.0 * 2 ** (k / 12), 16000, 32 * 256, 0.1 * (k + 1)) for k in range(4)])
+    z = model.measure(notes[:, None])  # [4 notes a semitone apart, 2, 32] float64
+    shift, scale = harmonic_statistics(torch.cat([z, torch.randn(4, 3, 32, dtype=torch.float64)], 1))
+    pitch = (z[:, 0, 4:-4].mean(1) - shift[0]) * scale[0]
+    torch.testing.assert_close(pitch.diff(), torch.ones(3, dtype=torch.float64), atol=0.01, rtol=0)
+    # Every other channel: zero mean and unit variance, as channel_statistics gives.
+    loudness = (z[:, 1] - shift[1]) * scale[1]
+    assert abs(loudness.mean().item()) < 1e-6 and abs(loudness.std().item() - 1) < 1e-6
 
 
 def test_a_stereo_clip_has_one_pitch_and_a_loudness_per_channel():
