@@ -165,10 +165,12 @@ class AutoencoderSection:
     strides: list[int] = field(default_factory=lambda: [4, 4, 4])  # downsampling between levels (2, 4, 8)
     blocks: int = 1  # residual blocks per level
     kernel: int = 3  # odd; waveforms like 7
+    norm: str = "group"  # or none: a pure convolution, whose crops see what whole items see (see crop)
     stft: list[int] | None = None  # waveforms: [n_fft, hop], convolutions over STFT frames (Vocos-like)
     kl_weight: float = 1e-4  # weight of the KL per latent element against the reconstruction loss
     crop: list[int] | None = None  # train on random crops of this extent per axis (convolutions do not
-    # care where they are; a quarter of a clip costs a quarter); validation sees whole items
+    # care where they are; a quarter of a clip costs a quarter); validation sees whole items. With
+    # GroupNorm a crop's statistics are not a whole item's: mesh grids lost 4x in validation (norm: none)
     statistics_items: int = 256  # train items whose latents measure the export's shift and scale
 
 

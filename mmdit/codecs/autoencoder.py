@@ -16,6 +16,7 @@ from mmdit.codecs.spectral import STFTFrames
 
 STRIDES = (2, 4, 8)
 MAX_GROUPS = 32
+NORMS = ("group", "none")
 LOGVAR_RANGE = (-30.0, 20.0)  # exp(-30) ... exp(20): keeps exp(logvar) and the KL finite in float32
 
 
@@ -29,9 +30,12 @@ class AutoencoderConfig:
     patch: 1, or an even number of cells per axis that the first conv strides over (kernel 2·patch, so
     windows overlap) and a transposed conv of the same shape restores at the end (overlap-add, no seams
     between patches), so that every other layer runs at 1/patch of the resolution: for waveforms, few
-    wide matrix products instead of many thin ones; stft: None, or (n_fft, hop) for waveforms (dims 1,
-    patch 1): the convolutions run over STFT frames (`STFTFrames`, real and imaginary parts of every bin as
-    channels) and decoding ends in an inverse STFT, so the hop is the first downsampling.
+    wide matrix products instead of many thin ones; norm: "group" (GroupNorm before every SiLU) or "none"
+    (the model is then a pure convolution: a crop's encoding is the whole item's, cropped, away from the
+    crop's border, so training on crops matches using whole items); stft: None, or (n_fft, hop) for
+    waveforms (dims 1, patch 1): the convolutions run over STFT frames (`STFTFrames`, real and imaginary
+    parts of every bin as channels) and decoding ends in an inverse STFT, so the hop is the first
+    downsampling.
     """
 
     dims: int
@@ -42,6 +46,7 @@ class AutoencoderConfig:
     blocks: int = 1
     kernel: int = 3
     patch: int = 1
+    norm: str = "group"
     stft: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
@@ -67,6 +72,8 @@ class AutoencoderConfig:
             raise ValueError(f"strides must each be one of {STRIDES}, got {self.strides!r}")
         if self.patch > 1 and self.patch % 2:
             raise ValueError(f"patch must be 1 or even (its kernel is 2·patch, centred), got {self.patch}")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
         if not _is_int(self.kernel) or self.kernel < 1 or self.kernel % 2 == 0:
             raise ValueError(f"kernel must be a positive odd int (to keep extents), got {self.kernel!r}")
         if self.stft is not None:
@@ -97,7 +104,8 @@ class AutoencoderConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AutoencoderConfig:
-        """The inverse of `to_dict`; keys with defaults (blocks, kernel, patch, stft) may be left out."""
+        """The inverse of `to_dict`; keys with defaults (blocks, kernel, patch, norm, stft) may be left out
+        (exports written before `norm` existed used GroupNorm, its default)."""
         fields = dataclasses.fields(cls)
         unknown = sorted(set(d) - {f.name for f in fields})
         if unknown:
@@ -171,23 +179,25 @@ def transposed_conv(dims: int, inputs: int, outputs: int, stride: int) -> nn.Mod
     return layer(inputs, outputs, 2 * stride, stride=stride, padding=stride // 2)
 
 
-def norm(width: int) -> nn.GroupNorm:
-    """GroupNorm with the most groups (at most 32) that divide `width`."""
+def norm(width: int, kind: str = "group") -> nn.Module:
+    """GroupNorm with the most groups (at most 32) that divide `width`, or nothing for kind "none"."""
+    if kind == "none":
+        return nn.Identity()
     groups = max(g for g in range(1, min(MAX_GROUPS, width) + 1) if width % g == 0)
     return nn.GroupNorm(groups, width)
 
 
 class ResidualBlock(nn.Module):
     """[B, inputs, *extent] -> [B, outputs, *extent]: two norm → SiLU → conv steps beside a skip (a 1×1
-    conv when the width changes)."""
+    conv when the width changes); `norm_kind` as `norm`'s."""
 
-    def __init__(self, dims: int, inputs: int, outputs: int, kernel: int) -> None:
+    def __init__(self, dims: int, inputs: int, outputs: int, kernel: int, norm_kind: str = "group") -> None:
         super().__init__()
         self.body = nn.Sequential(
-            norm(inputs),
+            norm(inputs, norm_kind),
             nn.SiLU(),
             conv(dims, inputs, outputs, kernel),
-            norm(outputs),
+            norm(outputs, norm_kind),
             nn.SiLU(),
             conv(dims, outputs, outputs, kernel),
         )
@@ -213,26 +223,26 @@ class ConvAutoencoder(nn.Module):
         width = widths[0]
         for level, level_width in enumerate(widths):
             for _ in range(config.blocks):
-                encoder.append(ResidualBlock(d, width, level_width, k))
+                encoder.append(ResidualBlock(d, width, level_width, k, config.norm))
                 width = level_width
             if level < len(config.strides):
                 # Kernel 2s, stride s, padding s / 2 (s even): an extent L divisible by s maps to L / s.
                 s = config.strides[level]
                 encoder.append(conv(d, width, width, 2 * s, stride=s, padding=s // 2))
-        encoder += [norm(width), nn.SiLU(), conv(d, width, 2 * config.latent_channels, k)]
+        encoder += [norm(width, config.norm), nn.SiLU(), conv(d, width, 2 * config.latent_channels, k)]
         self.encoder = nn.Sequential(*encoder)
 
         decoder: list[nn.Module] = [conv(d, config.latent_channels, widths[-1], k)]
         width = widths[-1]
         for level in reversed(range(len(widths))):
             for _ in range(config.blocks):
-                decoder.append(ResidualBlock(d, width, widths[level], k))
+                decoder.append(ResidualBlock(d, width, widths[level], k, config.norm))
                 width = widths[level]
             if level > 0:
                 s = config.strides[level - 1]
                 decoder += [nn.Upsample(scale_factor=s, mode="nearest"), conv(d, width, width, k)]
         last = transposed_conv(d, width, inputs, p) if p > 1 else conv(d, width, inputs, k)
-        decoder += [norm(width), nn.SiLU(), last]
+        decoder += [norm(width, config.norm), nn.SiLU(), last]
         self.decoder = nn.Sequential(*decoder)
 
     def encode(self, x: Tensor) -> Posterior:

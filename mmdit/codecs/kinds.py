@@ -81,7 +81,7 @@ def kind_of(config: Any) -> CodecKind:
 def conv_config(section: Any, item_shape: tuple[int, ...], adapter: Any = None) -> AutoencoderConfig:
     """The `ConvAutoencoder` for media items of `item_shape` [C, *extent]: C and the number of axes from the
     data, the rest from the section's conv keys (latent_channels, widths, strides, blocks, kernel, patch,
-    stft)."""
+    norm, stft)."""
     return AutoencoderConfig(
         dims=len(item_shape) - 1,
         channels=item_shape[0],
@@ -91,6 +91,7 @@ def conv_config(section: Any, item_shape: tuple[int, ...], adapter: Any = None) 
         blocks=section.blocks,
         kernel=section.kernel,
         patch=section.patch,
+        norm=section.norm,
         stft=None if section.stft is None else tuple(section.stft),
     )
 

@@ -78,7 +78,6 @@ CODEC = [
     "autoencoder.patch=2",
     "autoencoder.widths=[4,8]",
     "autoencoder.strides=[2]",
-    "autoencoder.crop=[8,8,8]",
     "autoencoder.statistics_items=8",
     "data.batch_size=4",
     "trainer.max_steps=4",
