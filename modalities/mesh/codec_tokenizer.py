@@ -16,7 +16,7 @@ from torch import Tensor
 from mmdit.codecs import FrozenCodec
 from mmdit.contract import StreamSpec, Tokens
 from modalities.common.patches import grid_positions, patchify, unpatchify
-from modalities.mesh.sdf import grid_to_mesh, sdf_grid
+from modalities.mesh.sdf import check_grids, grid_to_mesh, sdf_grid
 
 
 class SdfCodecTokenizer:
@@ -55,9 +55,7 @@ class SdfCodecTokenizer:
 
     def encode(self, media: Tensor) -> Tokens:
         """grids [B, 1, R, R, R] -> Tokens(x [B, (r/p)³, p³·D], pos [B, (r/p)³, 3], mask all True)."""
-        r = self.resolution
-        if media.ndim != 5 or tuple(media.shape[1:]) != (1, r, r, r):
-            raise ValueError(f"sdf grids must be [B, 1, {r}, {r}, {r}], got {tuple(media.shape)}")
+        check_grids(media, self.resolution)
         x, pos = patchify(self.codec.encode(media.float()), (self.patch_size,) * 3)
         return Tokens(x, pos, torch.ones(x.shape[:2], dtype=torch.bool, device=x.device))
 

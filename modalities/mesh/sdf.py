@@ -230,6 +230,13 @@ def grid_to_mesh(grid: Tensor, keep_fraction: float = 0.05) -> trimesh.Trimesh:
     return mesh
 
 
+def check_grids(media: Tensor, resolution: int) -> None:
+    """Refuse anything but a batch of SDF grids [B, 1, R, R, R] at `resolution`, naming the shape given."""
+    r = resolution
+    if media.ndim != 5 or tuple(media.shape[1:]) != (1, r, r, r):
+        raise ValueError(f"sdf grids must be [B, 1, {r}, {r}, {r}], got {tuple(media.shape)}")
+
+
 class SdfTokenizer:
     """SDF grids [B, 1, R, R, R] in [-1, 1] <-> tokens x [B, (R/p)³, p³] (one p×p×p block of cells per
     token, ViT-style 3D patches) with the block's (x, y, z) index as its RoPE position. The round trip is
@@ -256,9 +263,7 @@ class SdfTokenizer:
 
     def encode(self, media: Tensor) -> Tokens:
         """grids [B, 1, R, R, R] -> Tokens(x [B, (R/p)³, p³], pos [B, (R/p)³, 3], mask all True)."""
-        r = self.resolution
-        if media.ndim != 5 or tuple(media.shape[1:]) != (1, r, r, r):
-            raise ValueError(f"sdf grids must be [B, 1, {r}, {r}, {r}], got {tuple(media.shape)}")
+        check_grids(media, self.resolution)
         x, pos = patchify(media, (self.patch_size,) * 3)
         return Tokens(x, pos, torch.ones(x.shape[:2], dtype=torch.bool, device=x.device))
 
