@@ -26,12 +26,13 @@ from collections.abc import Callable
 import torch
 from gemm_limit import GemmLimit, gemm_limit, recorded_gemms
 from gpu_throughput import peak_flops
-from latent_dit import SIDE, latent_dit
+from latent_dit import SIDE
 from recipe_steps import variant
 from step_profile import FAMILIES, step_breakdown
 from versus_diffusers import DEVICE, trainer
 
 from mmdit.model.flops import training_flops
+from mmdit.model.presets import preset
 
 DTYPES = {"32": torch.float32, "bf16-mixed": torch.bfloat16}
 
@@ -84,13 +85,13 @@ def print_breakdown(step) -> None:
 def preset_rows(args) -> None:
     for size in args.sizes:
         for precision in args.precision:
-            print(f"{size}, batch {args.batch} x {(SIDE // 2) ** 2} tokens, {precision}:")
+            tokens = (SIDE // preset(size)["patch_size"]) ** 2
+            print(f"{size}, batch {args.batch} x {tokens} tokens, {precision}:")
             built = {k: trainer(k, size, args.batch, args.compile, precision, "each") for k in args.kinds}
             steps = {kind: step for kind, (_, step) in built.items()}
             limit = gemm_limit(recorded_gemms(steps["mmdit"]), DTYPES[precision], torch.device(DEVICE))
             print_limit(limit, precision)
-            model, patch = latent_dit(size)
-            flops = args.batch * training_flops(model, {"image": (SIDE // patch) ** 2})
+            flops = args.batch * training_flops(built["mmdit"][0], {"image": tokens})
             for kind, seconds in median_steps(steps, args.rounds, args.steps).items():
                 print_step(kind, seconds, flops, limit)
             if args.profile:

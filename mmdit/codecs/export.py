@@ -42,8 +42,8 @@ def save_codec(
                 f"{name} must be finite, one float or {latent_channels} (one per latent channel), "
                 f"got {value!r}"
             )
-    if any(v == 0 for v in ([scale] if isinstance(scale, int | float) else scale)):
-        raise ValueError(f"scale must be non-zero, got {scale!r}")
+        if name == "scale" and 0 in values:
+            raise ValueError(f"scale must be non-zero, got {scale!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -51,9 +51,8 @@ def save_codec(
         "codec": CODEC,
         "kind": kind_of(model.config).name,
         "config": json.dumps(model.config.to_dict()),
-        # JSON writes a float's repr, which round-trips it exactly.
-        "scale": json.dumps(scale if isinstance(scale, int | float) else [float(v) for v in scale]),
-        "shift": json.dumps(shift if isinstance(shift, int | float) else [float(v) for v in shift]),
+        "scale": _stored(scale),
+        "shift": _stored(shift),
         "extra": json.dumps(extra or {}),
     }
     save_file(tensors, path, metadata=metadata)
@@ -93,6 +92,11 @@ def load_codec(path: str | Path, map_location: str | torch.device = "cpu") -> Lo
         raise ValueError(f"{path}: weights do not match the codec's config: {error}") from error
     model.to(map_location).eval().requires_grad_(False)
     return LoadedCodec(model=model, config=config, scale=scale, shift=shift, extra=extra)
+
+
+def _stored(value: float | Sequence[float]) -> str:
+    """A scale or shift as metadata text: JSON writes a float's repr, which round-trips it exactly."""
+    return json.dumps(value if isinstance(value, int | float) else [float(v) for v in value])
 
 
 def _normalisation(text: str) -> float | list[float]:

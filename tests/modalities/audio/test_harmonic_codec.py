@@ -131,6 +131,10 @@ def test_an_export_loads_to_the_same_decoder_and_per_channel_normalisation(tmp_p
         assert torch.equal(loaded.model.encode(audio).mean, model.encode(audio).mean)
     with pytest.raises(ValueError, match="one per latent channel"):
         save_codec(tmp_path / "bad.safetensors", model, scale=[1.0, 2.0], shift=0.0)
+    with pytest.raises(ValueError, match="scale must be non-zero"):
+        save_codec(tmp_path / "bad.safetensors", model, scale=[1.0, *[0.0] * (len(scale) - 1)], shift=shift)
+    with pytest.raises(ValueError, match="shift must be finite"):
+        save_codec(tmp_path / "bad.safetensors", model, scale=1.0, shift=float("nan"))
 
 
 def test_the_config_refuses_bad_values_naming_them():
