@@ -12,11 +12,12 @@ from torch import Tensor
 
 from mmdit.codecs.digest import codec_digest
 from mmdit.codecs.export import load_codec
+from mmdit.codecs.loaded import time_folding
 
 
 class FrozenCodec:
     """values [B, C, *extent] <-> normalised latents [B, D, *extent / f], D = `latent_channels`, f =
-    `downsampling`.
+    `downsampling` (along time, for clips, `time`: a `TimeFolding`).
 
     path:     the codec (`load_codec` reads it: an export or a diffusers folder).
     dims, channels: what the adapter's media are; a codec of other dims or channels is an error naming the
@@ -35,6 +36,8 @@ class FrozenCodec:
         self.model = codec.model
         self.scale, self.shift = (_per_channel(v, dims) for v in (codec.scale, codec.shift))
         self.latent_channels, self.downsampling = config.latent_channels, config.downsampling
+        # Along the time axis of clips [B, C, T, H, W] (video codecs fold it apart from space).
+        self.time = time_folding(config)
 
     @cached_property
     def digest(self) -> str:

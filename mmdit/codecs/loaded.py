@@ -6,18 +6,64 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
 
 @dataclass(frozen=True)
 class CodecShape:
-    """What a consumer needs of a codec's config (`AutoencoderConfig` has the same four attributes): media
-    [B, channels, *extent] over `dims` axes <-> latents [B, latent_channels, *extent / downsampling]."""
+    """What a consumer needs of a codec's config (`AutoencoderConfig` has the first four attributes): media
+        [B, channels, *extent] over `dims` axes <-> latents [B, latent_channels, *extent / downsampling].
+
+        A video codec (dims 3, extent (T, H, W)) says how it folds time apart from space: `downsampling` is then
+        the spatial factor and `temporal_downsampling` the frames per latent frame; `causal` codecs (CogVideoX,
+        HunyuanVideo, Wan) encode the first frame alone, so T = 1 + k · ft frames <-> 1 + k latent frames and an
+        image is a one-frame clip. None (and configs without the attribute) fold time as every axis
+    (`time_folding`)."""
 
     dims: int
     channels: int
     latent_channels: int
     downsampling: int
+    temporal_downsampling: int | None = None
+    causal: bool = False
+
+
+@dataclass(frozen=True)
+class TimeFolding:
+    """How a codec maps the first (time) axis of [B, C, T, H, W] clips: `factor` frames per latent frame,
+    and with `causal` the first frame on its own."""
+
+    factor: int
+    causal: bool
+
+    def padded_frames(self, frames: int) -> int:
+        """The fewest frames >= `frames` that the codec takes: 1 + k · factor (causal) or k · factor."""
+        if frames < 1:
+            raise ValueError(f"a clip needs at least one frame, got {frames}")
+        if self.causal:
+            return 1 + -(-(frames - 1) // self.factor) * self.factor
+        return -(-frames // self.factor) * self.factor
+
+    def latent_frames(self, frames: int) -> int:
+        """Latent frames of a clip of `frames` frames (padded first, as `padded_frames`)."""
+        padded = self.padded_frames(frames)
+        return 1 + (padded - 1) // self.factor if self.causal else padded // self.factor
+
+    def first_frame(self, latent_frame: Tensor) -> Tensor:
+        """Latent frame indices [...] -> the index of the first clip frame each covers [...]: a latent token
+        is real when this frame is (frame masks carry through the latent)."""
+        if self.causal:
+            return (latent_frame * self.factor - self.factor + 1).clamp_min(0)
+        return latent_frame * self.factor
+
+
+def time_folding(config: Any) -> TimeFolding:
+    """The time folding of a codec config: its `temporal_downsampling` and `causal` where it has them
+    (video codecs), else its `downsampling` along time, as along every axis, not causal."""
+    factor = getattr(config, "temporal_downsampling", None)
+    if factor is None:
+        return TimeFolding(config.downsampling, False)
+    return TimeFolding(int(factor), bool(getattr(config, "causal", False)))
 
 
 @dataclass
