@@ -14,11 +14,11 @@ class CodecShape:
     """What a consumer needs of a codec's config (`AutoencoderConfig` has the first four attributes): media
         [B, channels, *extent] over `dims` axes <-> latents [B, latent_channels, *extent / downsampling].
 
-        A video codec (dims 3, extent (T, H, W)) says how it folds time apart from space: `downsampling` is then
-        the spatial factor and `temporal_downsampling` the frames per latent frame; `causal` codecs (CogVideoX,
-        HunyuanVideo, Wan) encode the first frame alone, so T = 1 + k · ft frames <-> 1 + k latent frames and an
-        image is a one-frame clip. None (and configs without the attribute) fold time as every axis
-    (`time_folding`)."""
+        A video codec (dims 3, extent (T, H, W)) says how it folds time apart from space: `downsampling` is
+    then the spatial factor and `temporal_downsampling` the frames per latent frame; `causal` codecs
+    (CogVideoX, HunyuanVideo, Wan) encode the first frame alone, so T = 1 + k · ft frames <-> 1 + k latent
+    frames and an image is a one-frame clip. None (and configs without the attribute) fold time as every
+    axis (`time_folding`)."""
 
     dims: int
     channels: int

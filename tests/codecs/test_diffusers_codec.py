@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from diffusers import AutoencoderKL, AutoencoderOobleck
+from diffusers import AutoencoderKL, AutoencoderKLCogVideoX, AutoencoderKLWan, AutoencoderOobleck
 
-from mmdit.codecs import CodecShape, DiffusersAutoencoder, load_codec
+from mmdit.codecs import CodecShape, DiffusersAutoencoder, FrozenCodec, TimeFolding, load_codec, time_folding
 
 # diffusers' Oobleck builds its convolutions with the deprecated torch.nn.utils.weight_norm: not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.nn.utils.weight_norm` is deprecated:FutureWarning")
@@ -123,3 +123,103 @@ def test_a_folder_that_is_no_supported_autoencoder_is_an_error_naming_it(tmp_pat
     (tmp_path / "config.json").write_text(json.dumps({"_class_name": "UNet2DModel"}))
     with pytest.raises(ValueError, match=re.escape(str(tmp_path)) + r".*'UNet2DModel'.*AutoencoderKL"):
         load_codec(tmp_path)
+
+
+def _wan_folder(tmp_path: Path) -> Path:
+    """A tiny random AutoencoderKLWan (spatial f = 4, temporal ×4 causal, 4 latent channels) in
+    tmp_path / "wan", with per-channel latent statistics as Wan's own config has."""
+    torch.manual_seed(0)
+    model = AutoencoderKLWan(
+        base_dim=8,
+        z_dim=4,
+        dim_mult=[1, 2, 2],
+        num_res_blocks=1,
+        attn_scales=[],
+        temperal_downsample=[True, True],
+        latents_mean=[0.1, -0.2, 0.3, 0.0],
+        latents_std=[2.0, 0.5, 1.0, 4.0],
+    )
+    model.save_pretrained(tmp_path / "wan")
+    return tmp_path / "wan"
+
+
+def _cogvideox_folder(tmp_path: Path) -> Path:
+    """A tiny random AutoencoderKLCogVideoX (spatial f = 4, temporal ×4 causal, 4 latent channels)."""
+    torch.manual_seed(0)
+    model = AutoencoderKLCogVideoX(
+        block_out_channels=(8, 8, 16),
+        down_block_types=("CogVideoXDownBlock3D",) * 3,
+        up_block_types=("CogVideoXUpBlock3D",) * 3,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=4,
+        temporal_compression_ratio=4,
+        scaling_factor=0.7,
+    )
+    model.save_pretrained(tmp_path / "cogvideox")
+    return tmp_path / "cogvideox"
+
+
+@pytest.mark.parametrize(
+    ("make_folder", "diffusers_class", "scale", "shift"),
+    [
+        (_wan_folder, AutoencoderKLWan, [0.5, 2.0, 1.0, 0.25], [0.1, -0.2, 0.3, 0.0]),
+        (_cogvideox_folder, AutoencoderKLCogVideoX, 0.7, 0.0),
+    ],
+    ids=["wan", "cogvideox"],
+)
+def test_a_video_vae_folder_computes_what_diffusers_computes(
+    tmp_path, make_folder, diffusers_class, scale, shift
+):
+    folder = make_folder(tmp_path)
+    codec = load_codec(folder)
+    assert isinstance(codec.model, DiffusersAutoencoder)
+    assert codec.config == CodecShape(3, 3, 4, 4, temporal_downsampling=4, causal=True)
+    assert time_folding(codec.config) == TimeFolding(4, True)
+    assert codec.scale == pytest.approx(scale) and codec.shift == pytest.approx(shift)
+    assert codec.extra == {"diffusers": diffusers_class.__name__, "folder": str(folder)}
+    assert not codec.model.training and not any(p.requires_grad for p in codec.model.parameters())
+
+    ours, theirs = (
+        codec.model.double(),
+        diffusers_class.from_pretrained(folder, local_files_only=True).double(),
+    )
+    # 9 frames: the first alone, then two groups of four -> 3 latent frames.
+    x = torch.rand(2, 3, 9, 16, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.no_grad():
+        posterior, expected = ours.encode(x), theirs.encode(x).latent_dist
+        assert posterior.mode().shape == (2, 4, 3, 4, 3)
+        _close_to_scale(posterior.mode(), expected.mean)
+        _close_to_scale(posterior.logvar, expected.logvar)
+        z = posterior.mode()
+        decoded = ours.decode(z)
+        assert decoded.shape == x.shape
+        _close_to_scale(decoded, theirs.decode(z).sample)
+
+
+def test_a_video_vae_takes_one_plus_a_multiple_of_its_time_factor_frames(tmp_path):
+    model = load_codec(_wan_folder(tmp_path)).model
+    with pytest.raises(ValueError, match=r"1 \+ k · 4 frames, got 8 \(pad with the last frame\)"):
+        model.encode(torch.zeros(1, 3, 8, 16, 16))
+    with pytest.raises(
+        ValueError, match="every spatial extent must be divisible by the downsampling factor 4"
+    ):
+        model.encode(torch.zeros(1, 3, 5, 16, 14))
+    with pytest.raises(ValueError, match=r"expected \[B, 3, \.\.\.\] with 3 spatial axes"):
+        model.encode(torch.zeros(1, 3, 16, 16))
+
+
+def test_a_frozen_wan_codec_normalises_each_channel_as_wan_pipelines_do(tmp_path):
+    folder = _wan_folder(tmp_path)
+    frozen = FrozenCodec(folder, 3, 3, "clips", "a video VAE")
+    assert frozen.time == TimeFolding(4, True)
+    theirs = AutoencoderKLWan.from_pretrained(folder, local_files_only=True)
+    x = torch.rand(1, 3, 5, 8, 8, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    mean = torch.tensor([0.1, -0.2, 0.3, 0.0]).view(1, 4, 1, 1, 1)
+    std = torch.tensor([2.0, 0.5, 1.0, 4.0]).view(1, 4, 1, 1, 1)
+    with torch.no_grad():
+        latents = frozen.encode(x)
+        torch.testing.assert_close(latents, (theirs.encode(x).latent_dist.mean - mean) / std)
+        torch.testing.assert_close(frozen.decode(latents), theirs.decode(latents * std + mean).sample)
+    with pytest.raises(ValueError, match=r"encodes 3-D media of 3 channel\(s\); clips of 1 channel"):
+        FrozenCodec(folder, 3, 1, "clips", "a video VAE")
