@@ -36,6 +36,9 @@ def _oobleck(config: Mapping[str, Any]) -> Normalisation:
     return shape, 1.0, 0.0
 
 
+WAN_CHUNK = 4
+
+
 def _wan(config: Mapping[str, Any]) -> Normalisation:
     # The shape follows the layers, not the config's `scale_factor_*` (a model built with other levels keeps
     # their defaults): every level but the last halves space, those flagged in `temperal_downsample` halve
@@ -43,6 +46,13 @@ def _wan(config: Mapping[str, Any]) -> Normalisation:
     patch = config["patch_size"] or 1
     spatial = patch * 2 ** (len(config["dim_mult"]) - 1)
     temporal = 2 ** sum(bool(flag) for flag in config["temperal_downsample"])
+    if temporal != WAN_CHUNK:
+        # diffusers encodes Wan clips as the first frame, then chunks of exactly 4 frames: any other time
+        # factor would silently drop frames.
+        raise ValueError(
+            f"a Wan VAE must fold time by {WAN_CHUNK} (diffusers encodes it in {WAN_CHUNK}-frame chunks); "
+            f"temperal_downsample {list(config['temperal_downsample'])} folds it by {temporal}"
+        )
     shape = CodecShape(3, config["in_channels"] // patch**2, config["z_dim"], spatial, temporal, causal=True)
     # Wan's pipelines normalise each channel by its measured mean and std: (z - mean) / std.
     scale = [1.0 / float(std) for std in config["latents_std"]]

@@ -223,3 +223,17 @@ def test_a_frozen_wan_codec_normalises_each_channel_as_wan_pipelines_do(tmp_path
         torch.testing.assert_close(frozen.decode(latents), theirs.decode(latents * std + mean).sample)
     with pytest.raises(ValueError, match=r"encodes 3-D media of 3 channel\(s\); clips of 1 channel"):
         FrozenCodec(folder, 3, 1, "clips", "a video VAE")
+
+
+def test_a_wan_vae_that_does_not_fold_time_by_four_is_refused(tmp_path):
+    AutoencoderKLWan(
+        base_dim=8,
+        z_dim=4,
+        dim_mult=[1, 2],
+        attn_scales=[],
+        temperal_downsample=[True],
+        latents_mean=[0.0] * 4,
+        latents_std=[1.0] * 4,
+    ).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"must fold time by 4 .*\[True\] folds it by 2"):
+        load_codec(tmp_path)
