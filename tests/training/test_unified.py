@@ -8,11 +8,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 from sklearn.datasets import load_digits
 
 from mmdit.cli import main
-from mmdit.recipe import load_recipe
+from mmdit.recipe import from_yaml, load_recipe
 from mmdit.training import build as run_builder
 from mmdit.training.data import MediaDataModule
 from mmdit.training.module import DiffusionModule, next_id_loss
@@ -146,3 +147,14 @@ def test_a_unified_recipe_trains_and_samples_with_the_gaussian_objective():
     assert module.model.specs["image"].out_features == 2 * module.model.specs["image"].features
     images = module.generate(2, prompts=["a handwritten 3", "a handwritten 8"], steps=3)["image"]
     assert images.shape == (2, 1, 8, 8) and torch.isfinite(images).all()
+
+
+def test_the_clean_streams_of_any_task_get_a_pooling_mlp_unless_the_recipe_turns_it_off():
+    _, module = build()
+    assert module.model.pool == "embedded"
+    assert list(module.model.input_pools) == ["image", "text"]  # understood by describe, caption of draw
+    _, off = build("model.pool=none")
+    assert not list(off.model.input_pools)
+    stored = OmegaConf.to_container(module.recipe)
+    del stored["model"]["pool"]  # a recipe stored before model.pool existed: that model pooled nothing
+    assert from_yaml(json.dumps(stored)).model.pool == "none"
