@@ -85,7 +85,7 @@ class ModelConfig:
     qk_norm: bool = True
     label_init_std: float = 1.0  # nn.Embedding's N(0, 1): labels condition from the start; DiT's is 0.02
     rope_theta: float = 10000.0  # rotary base; a grid of a few tokens per axis resolves offsets better lower
-    pool: str = "embedded"  # clean inputs' masked mean into the adaLN vector: none, embedded, joint (MMDiT)
+    pool: str = "none"  # clean inputs' masked mean into the adaLN vector too: none, embedded, joint (MMDiT)
     attention: str = "full"  # "full" joint attention, or "factorised" spatial / temporal blocks (video)
     time_frequency_shift: float = 0.0  # 1 for checkpoints converted from diffusers' DiT port
     mlp_norm_eps: float = 1e-6  # 1e-5 for checkpoints converted from diffusers' DiT port

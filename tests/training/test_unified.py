@@ -149,12 +149,25 @@ def test_a_unified_recipe_trains_and_samples_with_the_gaussian_objective():
     assert images.shape == (2, 1, 8, 8) and torch.isfinite(images).all()
 
 
-def test_the_clean_streams_of_any_task_get_a_pooling_mlp_unless_the_recipe_turns_it_off():
-    _, module = build()
-    assert module.model.pool == "embedded"
+@pytest.mark.parametrize("pool", ["embedded", "joint"])
+def test_the_clean_streams_of_any_task_get_a_pooling_mlp_when_the_recipe_pools(pool):
+    _, module = build(f"model.pool={pool}")
+    assert module.model.pool == pool
     assert list(module.model.input_pools) == ["image", "text"]  # understood by describe, caption of draw
-    _, off = build("model.pool=none")
-    assert not list(off.model.input_pools)
+    _, off = build()  # the default: attention only
+    assert off.model.pool == "none" and not list(off.model.input_pools)
+    data, _ = build()
+    batch = next(iter(data.train_dataloader()))
+    torch.manual_seed(0)
+    for p in module.model.parameters():  # adaLN-Zero passes no gradient into the conditioning at first
+        torch.nn.init.normal_(p, std=0.05)
+    for name, pooled in (("draw", "text"), ("describe", "image")):  # each task trains its clean stream's MLP
+        module.zero_grad()
+        module.total(module.task_losses(batch, task(module, name), drop=0.1)).backward()
+        grads = {s: module.model.input_pools[s].mlp[0].weight.grad for s in ("image", "text")}
+        assert grads[pooled] is not None and grads[pooled].abs().sum() > 0
+        other = grads["image" if pooled == "text" else "text"]
+        assert other is None or not other.any()  # the generated stream is never pooled
     stored = OmegaConf.to_container(module.recipe)
     del stored["model"]["pool"]  # a recipe stored before model.pool existed: that model pooled nothing
     assert from_yaml(json.dumps(stored)).model.pool == "none"
