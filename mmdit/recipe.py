@@ -85,6 +85,7 @@ class ModelConfig:
     qk_norm: bool = True
     label_init_std: float = 1.0  # nn.Embedding's N(0, 1): labels condition from the start; DiT's is 0.02
     rope_theta: float = 10000.0  # rotary base; a grid of a few tokens per axis resolves offsets better lower
+    pool: str = "none"  # clean inputs' masked mean into the adaLN vector too: none, embedded, joint (MMDiT)
     attention: str = "full"  # "full" joint attention, or "factorised" spatial / temporal blocks (video)
     time_frequency_shift: float = 0.0  # 1 for checkpoints converted from diffusers' DiT port
     mlp_norm_eps: float = 1e-6  # 1e-5 for checkpoints converted from diffusers' DiT port
@@ -467,7 +468,10 @@ def to_yaml(recipe: DictConfig) -> str:
 
 def from_yaml(text: str) -> DictConfig:
     """A recipe stored with a run or in a weights file (already resolved and checked)."""
-    recipe = OmegaConf.merge(OmegaConf.structured(Recipe), OmegaConf.create(text))
+    stored = OmegaConf.create(text)
+    recipe = OmegaConf.merge(OmegaConf.structured(Recipe), stored)
+    if "pool" not in (stored.get("model") or {}):  # stored before model.pool: those models pooled nothing
+        recipe.model.pool = "none"
     # Recipes stored before the objective section was tagged hold every type's keys: keep this type's.
     schema = OmegaConf.structured(OBJECTIVE_SCHEMAS[recipe.objective.get("type", "flow")])
     recipe.objective = OmegaConf.merge(

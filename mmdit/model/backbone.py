@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
@@ -18,6 +19,9 @@ from mmdit.model.blocks import FinalLayer, JointBlock, SingleBlock
 from mmdit.model.embeddings import LabelEmbedder, PooledEmbedder, TimestepEmbedder
 from mmdit.model.positions import SinCosTable, rope_angles, rope_rotation, split_head_dim
 from mmdit.model.tokens import Tokens
+
+POOLS = ("none", "embedded", "joint")
+"""Where clean input streams are pooled into the adaLN vector (`MMDiT`'s `pool`)."""
 
 
 class MMDiT(nn.Module):
@@ -34,6 +38,13 @@ class MMDiT(nn.Module):
     `time_frequency_shift` and `mlp_norm_eps` exist for diffusers' DiT port, which differs from the original
     DiT in both (see `mmdit.convert.dit`); the defaults are DiT's and SD3's. `mlp_activation`: "gelu_tanh"
     (DiT's, SD3's) or the exact "gelu", faster on the CPU in eager mode (`mmdit.model.activations`).
+
+    pool: how clean input streams (a caption for caption -> image, an image for image -> sound) also reach
+    the adaLN vector, as SD3 adds CLIP's pooled text embedding to the timestep embedding: "none" (only
+    through attention), "embedded" (the masked mean of a clean stream's embedded tokens, for every block)
+    or "joint" (the masked mean of its tokens after the joint blocks, for the single blocks and the output
+    layers). Each stream of `poolable` gets its own MLP (`PooledEmbedder`); `forward(clean=...)` names the
+    streams given clean in a call, and only those are pooled, so a generated stream never is.
 
     checkpointing: recompute each block's activations in the backward pass instead of keeping them (memory
     for compute: about one extra forward). compile: `torch.compile` each block (the repeated unit, so one
@@ -60,6 +71,8 @@ class MMDiT(nn.Module):
         checkpointing: bool = False,
         compile: bool = False,
         label_init_std: float = 1.0,
+        pool: str = "none",
+        poolable: Sequence[str] = (),
     ):
         super().__init__()
         if not streams:
@@ -90,6 +103,19 @@ class MMDiT(nn.Module):
             {k: PooledEmbedder(d, width) for k, d in (pooled or {}).items()}
         )
         self.number_embedders = nn.ModuleDict({k: TimestepEmbedder(width) for k in numbers})
+        if pool not in POOLS:
+            raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+        unknown = set(poolable) - set(self.specs)
+        if unknown:
+            raise KeyError(
+                f"poolable streams {sorted(unknown)} are not streams of this model {list(self.specs)}"
+            )
+        self.pool = pool
+        self.input_pools = nn.ModuleDict(
+            {s: PooledEmbedder(width, width) for s in poolable} if pool != "none" else {}
+        )
+        # The block before which the pooled vectors join the conditioning (len(blocks): the output layers).
+        self.pool_index = 0 if pool == "embedded" else joint_depth
         names = list(self.specs)
         block = dict(
             mlp_ratio=mlp_ratio, qk_norm=qk_norm, mlp_norm_eps=mlp_norm_eps, mlp_activation=mlp_activation
@@ -176,6 +202,7 @@ class MMDiT(nn.Module):
         numbers: Mapping[str, Tensor] | None = None,
         structure: Tensor | None = None,
         items: Tensor | None = None,
+        clean: Sequence[str] = (),
     ) -> dict[str, Tensor]:
         """Predict, for each stream given, a tensor [B, N_s, out_features_s] (logits [B, N_s, vocab] for a
         discrete stream).
@@ -190,6 +217,8 @@ class MMDiT(nn.Module):
         items:   packed rows (`mmdit.model.packing`, one stream): [R, N] the item of each token, -1 for
                  padding.
                  Then t, labels, pooled and numbers are per item ([I]), and tokens only see their own item's.
+        clean:   the streams given clean (inputs at model time 0, not generated): with `pool` set, their
+                 masked means condition every stream (see the class docstring); ignored at pool "none".
         """
         unknown = set(streams) - set(self.specs)
         if unknown:
@@ -220,15 +249,63 @@ class MMDiT(nn.Module):
             xs[s] = self.inputs[s](tokens.x)
             if s in self.pos_tables:
                 xs[s] = xs[s] + self.pos_tables[s](tokens.pos)
+        pooled_streams = self.pooled_streams(streams, clean, structure)
         rotation = self.rope(streams, names)
         masks = block_masks(self.attention, [streams[s] for s in names], structure)
-        for i, block in enumerate([*self.joint_blocks, *self.single_blocks]):
+        blocks = [*self.joint_blocks, *self.single_blocks]
+        for i, block in enumerate(blocks):
+            if i == self.pool_index and pooled_streams:
+                conds = self.add_pooled(conds, xs, streams, pooled_streams)
             mask = masks[i % len(masks)]
             if self.checkpointing and torch.is_grad_enabled():
                 xs = checkpoint(block, xs, conds, rotation, mask, items, use_reentrant=False)
             else:
                 xs = block(xs, conds, rotation, mask, items)
+        if self.pool_index == len(blocks) and pooled_streams:
+            conds = self.add_pooled(conds, xs, streams, pooled_streams)
         return {s: self.outputs[s](xs[s], conds[s], items) for s in names}
+
+    def pooled_streams(
+        self, streams: Mapping[str, Tokens], clean: Sequence[str], structure: Tensor | None
+    ) -> list[str]:
+        """The streams of this call whose pooled vectors condition it: the clean ones, when pooling is on.
+        A clean stream the model has no pooling MLP for, or pooling after the joint blocks with generated
+        streams present but no attention structure (the clean tokens would see the generated ones, which
+        would leak into the pooled vector), is an error."""
+        if self.pool == "none" or not clean:
+            return []
+        unknown = [s for s in clean if s not in streams]
+        if unknown:
+            raise KeyError(f"clean streams {unknown} are not among this call's streams {list(streams)}")
+        unpooled = [s for s in clean if s not in self.input_pools]
+        if unpooled:
+            raise KeyError(
+                f"clean streams {unpooled} have no pooling MLP; this model pools {list(self.input_pools)}"
+            )
+        if self.pool == "joint" and structure is None and set(streams) - set(clean):
+            raise ValueError(
+                "pool 'joint' needs the attention structure of the roles (mmdit.model.masks) when generated "
+                "streams take part: without it the clean tokens see the generated ones"
+            )
+        return [s for s in self.specs if s in clean]
+
+    def add_pooled(
+        self,
+        conds: Mapping[str, Tensor],
+        xs: Mapping[str, Tensor],
+        streams: Mapping[str, Tokens],
+        pooled_streams: Sequence[str],
+    ) -> dict[str, Tensor]:
+        """conds {stream: [B, width]} plus, for each pooled stream, its MLP of the masked mean of its
+        tokens xs[s] [B, N_s, width] over real tokens (mask [B, N_s]): padding changes nothing. The mean is
+        layer-normed first, so its scale does not depend on the tokens' (embedded ids start at N(0, 0.02²)).
+        """
+        extra = 0
+        for s in pooled_streams:
+            weight = streams[s].mask.to(xs[s].dtype)[..., None]
+            mean = (xs[s] * weight).sum(1) / weight.sum(1).clamp_min(1)
+            extra = extra + self.input_pools[s](F.layer_norm(mean, (self.width,)))
+        return {s: c + extra for s, c in conds.items()}
 
     def rope(self, streams: Mapping[str, Tokens], names: list[str]) -> Tensor | None:
         """The rotary rotation of the concatenated sequence, `rope_rotation` [B, 1, N, 2, head_dim] of

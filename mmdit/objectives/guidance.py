@@ -138,7 +138,14 @@ def guided_prediction(
             return model(streams, t, inputs["labels"], numbers=inputs["numbers"])
         times = {s: torch.zeros_like(t) if s in given else t for s in order}
         structure = role_structure(streams, roles) if roles is not None else None
-        return model(streams, times, inputs["labels"], numbers=inputs["numbers"], structure=structure)
+        return model(
+            streams,
+            times,
+            inputs["labels"],
+            numbers=inputs["numbers"],
+            structure=structure,
+            clean=list(given),
+        )
 
     def predict(x: State, t: Tensor) -> State:
         # Outputs take the state's dtype: under autocast (sampling in bf16) the network's come out in bf16,

@@ -111,6 +111,9 @@ class DiffusionModule(RecipeOptimization, L.LightningModule):
             specs,
             labels={k: len(classes[k]) for k in recipe.conditioning.labels},
             numbers=list(recipe.conditioning.numbers),
+            poolable=[
+                s for s in self.adapters if any(t.roles.get(s, "generate") != "generate" for t in self.tasks)
+            ],
             **model_arguments(recipe.model),
         )
 
@@ -261,7 +264,8 @@ class DiffusionModule(RecipeOptimization, L.LightningModule):
         padded length, so the model runs on fewer rows, and its output is unpacked to the padded layout
         (zeros on padding, which the loss's mask ignores); training logs the padding share of both."""
         if len(inputs) > 1:
-            return self.model(inputs, times, **conditions, structure=role_structure(inputs, task.roles))
+            structure = role_structure(inputs, task.roles)
+            return self.model(inputs, times, **conditions, structure=structure, clean=task.inputs)
         if not self.recipe.data.packing:
             return self.model(inputs, times, **conditions)
         tokens = inputs[self.stream]
@@ -636,6 +640,7 @@ class DiffusionModule(RecipeOptimization, L.LightningModule):
                 labels,
                 numbers=model_numbers,
                 structure=role_structure(streams, task.roles),
+                clean=[stream],
             )[written][:, i].float()
             logits[:, list(adapter.never_written)] = -torch.inf
             if temperature > 0:

@@ -8,11 +8,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 from sklearn.datasets import load_digits
 
 from mmdit.cli import main
-from mmdit.recipe import load_recipe
+from mmdit.recipe import from_yaml, load_recipe
 from mmdit.training import build as run_builder
 from mmdit.training.data import MediaDataModule
 from mmdit.training.module import DiffusionModule, next_id_loss
@@ -146,3 +147,27 @@ def test_a_unified_recipe_trains_and_samples_with_the_gaussian_objective():
     assert module.model.specs["image"].out_features == 2 * module.model.specs["image"].features
     images = module.generate(2, prompts=["a handwritten 3", "a handwritten 8"], steps=3)["image"]
     assert images.shape == (2, 1, 8, 8) and torch.isfinite(images).all()
+
+
+@pytest.mark.parametrize("pool", ["embedded", "joint"])
+def test_the_clean_streams_of_any_task_get_a_pooling_mlp_when_the_recipe_pools(pool):
+    _, module = build(f"model.pool={pool}")
+    assert module.model.pool == pool
+    assert list(module.model.input_pools) == ["image", "text"]  # understood by describe, caption of draw
+    _, off = build()  # the default: attention only
+    assert off.model.pool == "none" and not list(off.model.input_pools)
+    data, _ = build()
+    batch = next(iter(data.train_dataloader()))
+    torch.manual_seed(0)
+    for p in module.model.parameters():  # adaLN-Zero passes no gradient into the conditioning at first
+        torch.nn.init.normal_(p, std=0.05)
+    for name, pooled in (("draw", "text"), ("describe", "image")):  # each task trains its clean stream's MLP
+        module.zero_grad()
+        module.total(module.task_losses(batch, task(module, name), drop=0.1)).backward()
+        grads = {s: module.model.input_pools[s].mlp[0].weight.grad for s in ("image", "text")}
+        assert grads[pooled] is not None and grads[pooled].abs().sum() > 0
+        other = grads["image" if pooled == "text" else "text"]
+        assert other is None or not other.any()  # the generated stream is never pooled
+    stored = OmegaConf.to_container(module.recipe)
+    del stored["model"]["pool"]  # a recipe stored before model.pool existed: that model pooled nothing
+    assert from_yaml(json.dumps(stored)).model.pool == "none"
