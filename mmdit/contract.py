@@ -152,6 +152,16 @@ class ModalityAdapter(ABC):
         "heldout"; `seed` (the recipe's `data.split_seed`) draws the split and any generated data, so both
         splits of one seed never share an item."""
 
+    def codec_values(self, media: Tensor) -> Tensor:
+        """Media (a batch as `dataset` items collate) -> the values this adapter's codec tokenizer feeds a
+        codec, so that a codec stage trains on what the tokenizer will encode: the media as they are by
+        default (video: [0, 1] -> [-1, 1], the range of diffusers' video VAEs)."""
+        return media
+
+    def codec_media(self, values: Tensor) -> Tensor:
+        """The inverse of `codec_values`, unclamped (a codec stage's loss needs its gradient everywhere)."""
+        return values
+
     def reconstruction_loss(self, prediction: Tensor, target: Tensor) -> Tensor:
         """A codec stage's loss between reconstructed and real media (batches as `dataset` items collate):
         the mean absolute error by default; a modality adds what its judge hears or sees (audio: a

@@ -13,13 +13,22 @@ from typing import Any
 import torch
 from rich.progress import Progress
 
-from mmdit.codecs import save_codec
+from mmdit.codecs import save_codec, time_folding
 from mmdit.recipe import to_yaml
 from mmdit.training.callbacks import ReconstructionGrid
 from mmdit.training.codec_module import CodecModule
 from mmdit.training.data import data_stream
 
 BATCH = 64  # held-out items reconstructed at once
+
+
+def latent_extent(config: Any, extent: tuple[int, ...]) -> tuple[int, ...]:
+    """The latent extent of media of `extent` as the codec stage pads them: every axis / downsampling,
+    rounded up; the time axis of a video codec's clips by its `time_folding` (1 + k latent frames)."""
+    spatial = tuple(-(-n // config.downsampling) for n in extent)
+    if getattr(config, "temporal_downsampling", None) is None:
+        return spatial
+    return (time_folding(config).latent_frames(extent[0]), *spatial[1:])
 
 
 def evaluate_codec(module: CodecModule, train, heldout, show_progress: bool = True) -> dict[str, Any]:
@@ -40,7 +49,7 @@ def evaluate_codec(module: CodecModule, train, heldout, show_progress: bool = Tr
     seconds = time.perf_counter() - start
     report = module.adapter.evaluate(torch.cat(chunks), labels, train, heldout)
     item_shape = tuple(items[0]["media"].shape)
-    latent = (module.config.latent_channels, *(-(-n // module.config.downsampling) for n in item_shape[1:]))
+    latent = (module.config.latent_channels, *latent_extent(module.config, item_shape[1:]))
     return {
         "recipe": module.recipe.name,
         "reconstructed": report["generated"],

@@ -3,8 +3,10 @@ a convolutional VAE by default) on its data stream's media, with the same Traine
 checkpoints and previews as a diffusion recipe. Its export (codec.safetensors) is what an adapter's
 `codec` option loads, so the diffusion stage learns latents.
 
-The loss is the adapter's `reconstruction_loss` plus `kl_weight` times the KL per latent element. Media whose
-extent is not a multiple of the downsampling are zero-padded at the end and cropped back.
+The loss is the adapter's `reconstruction_loss` plus `kl_weight` times the KL per latent element. The codec
+sees the adapter's `codec_values` of the media (what its tokenizer feeds a codec); media whose extent is not
+a multiple of the downsampling are zero-padded at the end (clips of a video codec: time padded to the frames
+it takes, 1 + k·ft when causal, by repeating the last frame) and cropped back.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from mmdit.codecs.kinds import DEFAULT_KIND, codec_kind, kind_of
+from mmdit.codecs.loaded import time_folding
 from mmdit.contract import ModalityAdapter
 from mmdit.training.optim import RecipeOptimization
 from mmdit.training.step_noise import step_generator
@@ -66,19 +69,28 @@ class CodecModule(RecipeOptimization, L.LightningModule):
         self.model = self.kind.model(config)
 
     def _padded(self, media: Tensor) -> tuple[Tensor, tuple[int, ...]]:
-        """media [B, C, *extent] zero-padded at the end of each axis to a multiple of the downsampling."""
-        extent = tuple(media.shape[2:])
+        """media [B, C, *extent] as the codec takes it: the adapter's `codec_values`, zero-padded at the end
+        of each axis to a multiple of the downsampling; for a video codec (one that folds time apart from
+        space) the time axis of clips [B, C, T, H, W] is padded to `time_folding(config).padded_frames(T)`
+        by repeating the last frame, as shorter clips are (a zero frame would be a cut to black)."""
+        values = self.adapter.codec_values(media)
+        extent = tuple(values.shape[2:])
         factor = self.config.downsampling
-        padding = [p for n in reversed(extent) for p in (0, -n % factor)]
-        return F.pad(media, padding), extent
+        if getattr(self.config, "temporal_downsampling", None) is not None:
+            missing = time_folding(self.config).padded_frames(extent[0]) - extent[0]
+            values = torch.cat([values, values[:, :, -1:].expand(-1, -1, missing, -1, -1)], dim=2)
+            padding = [p for n in reversed(extent[1:]) for p in (0, -n % factor)]
+        else:
+            padding = [p for n in reversed(extent) for p in (0, -n % factor)]
+        return F.pad(values, padding), extent
 
     def reconstruct(self, media: Tensor, sample: bool = False, generator=None) -> tuple[Tensor, Any]:
-        """media [B, C, *extent] -> (reconstruction of the same shape, the posterior); the posterior's mean
-        is decoded unless `sample`."""
+        """media [B, C, *extent] -> (reconstruction of the same shape, as media: the adapter's
+        `codec_media`, the posterior); the posterior's mean is decoded unless `sample`."""
         padded, extent = self._padded(media)
         posterior = self.model.encode(padded)
         z = posterior.sample(generator) if sample else posterior.mode()
-        x_hat = self.model.decode(z)
+        x_hat = self.adapter.codec_media(self.model.decode(z))
         return x_hat[(..., *(slice(0, n) for n in extent))], posterior
 
     def losses(self, media: Tensor, sample: bool, generator=None) -> dict[str, Tensor]:

@@ -3,7 +3,17 @@ masked, MP4 / WebM / GIF files and frame folders, the generated moving digits, a
 images as one-frame clips, and a tracking judge (digit and direction) for evaluation."""
 
 from modalities.video.adapter import VideoAdapter
+from modalities.video.causal_codec import CausalVideoCodec, CausalVideoConfig
 from modalities.video.datasets import ImageClips, MovingDigits, VideoFolder
 from modalities.video.files import read_video, write_video
 
-__all__ = ["ImageClips", "MovingDigits", "VideoAdapter", "VideoFolder", "read_video", "write_video"]
+__all__ = [
+    "CausalVideoCodec",
+    "CausalVideoConfig",
+    "ImageClips",
+    "MovingDigits",
+    "VideoAdapter",
+    "VideoFolder",
+    "read_video",
+    "write_video",
+]

@@ -3,6 +3,8 @@ pt × ph × pw pixels in [-1, 1], one token each, with the tubelet's (t, h, w) a
 
 An image is a one-frame video, and clips of different lengths share a batch: media are padded to the
 adapter's `frames`, and `numbers["frames"]` [B] (real frames per clip) masks the tokens of padding tubelets.
+With `codec` the tubelets are cells of a frozen video codec's latents instead
+(`modalities/video/codec_tokenizer.py`).
 """
 
 from __future__ import annotations
@@ -23,9 +25,12 @@ from modalities.common.folders import folder_source
 from modalities.common.grids import grid_image, to_pil
 from modalities.common.patches import grid_positions, patchify, unpatchify
 from modalities.common.splits import SPLITS
+from modalities.video.codec_tokenizer import VideoCodecTokenizer
 from modalities.video.datasets import DIRECTIONS, MovingDigits, VideoFolder
 from modalities.video.files import VIDEO_SUFFIXES, read_video, write_video
 from modalities.video.metrics import MovingDigitJudge, folder_scores
+
+INK_WEIGHT = 10.0  # a codec's loss counts a value of the digit this many times over one of the blank canvas
 
 
 def frame_mask(pos: Tensor, frames: Tensor | None, pt: int) -> Tensor:
@@ -44,7 +49,10 @@ class VideoAdapter(ModalityAdapter):
     positions (t, h, w) in tubelets, for 3D RoPE.
 
     `frames` and `size` = (H, W) are the clip shape that sampling lays out and folder datasets are cut and
-    resized to; `fps` is the rate files are written at and folder videos are resampled to.
+    resized to; `fps` is the rate files are written at and folder videos are resampled to. `codec` = PATH
+    (a video codec export, e.g. a `causal-video` codec stage's codec.safetensors): tokens carry its
+    normalised latents in tubelets of `tubelet` latent cells (`VideoCodecTokenizer`); files, previews,
+    datasets and evaluation stay in pixels, and `encoding_identity` is the codec's digest.
     """
 
     name = "video"
@@ -58,13 +66,19 @@ class VideoAdapter(ModalityAdapter):
         size: tuple[int, int] | list[int] = (32, 32),
         frames: int = 8,
         fps: float = 8.0,
+        codec: str | None = None,
     ) -> None:
         if len(tubelet) != 3 or len(size) != 2:
             raise ValueError(f"video tubelet must be (pt, ph, pw) and size (H, W); got {tubelet}, {size}")
         self.channels, self.frames, self.fps = channels, int(frames), float(fps)
         self.tubelet = tuple(int(p) for p in tubelet)
         self.size = (int(size[0]), int(size[1]))
-        if self.frames % self.tubelet[0] or self.size[0] % self.tubelet[1] or self.size[1] % self.tubelet[2]:
+        self.codec = None
+        if codec is not None:
+            self.codec = VideoCodecTokenizer(codec, self.channels, self.tubelet, self.size, self.frames)
+        elif (
+            self.frames % self.tubelet[0] or self.size[0] % self.tubelet[1] or self.size[1] % self.tubelet[2]
+        ):
             raise ValueError(
                 f"video frames {self.frames} and size {list(self.size)} must be divisible by the tubelet "
                 f"{list(self.tubelet)}"
@@ -72,12 +86,16 @@ class VideoAdapter(ModalityAdapter):
 
     @property
     def grid(self) -> tuple[int, int, int]:
-        """Tubelets along (t, h, w) of a full clip."""
+        """Tubelets along (t, h, w) of a full clip (of latent cells, with a codec)."""
+        if self.codec is not None:
+            return self.codec.grid
         return tuple(n // p for n, p in zip((self.frames, *self.size), self.tubelet, strict=True))
 
     @property
     def features(self) -> int:
-        """Pixel values per token: pt * ph * pw * C."""
+        """Values per token: pt * ph * pw * C pixels (pt * ph * pw * D latents, with a codec)."""
+        if self.codec is not None:
+            return self.codec.features
         return self.channels * math.prod(self.tubelet)
 
     def stream(self, name: str) -> StreamSpec:
@@ -88,21 +106,45 @@ class VideoAdapter(ModalityAdapter):
         `numbers["frames"]` [B] masks the tubelets that start after each clip's real frames."""
         if media.ndim != 5 or media.shape[1] != self.channels:
             raise ValueError(f"clips must be [B, C={self.channels}, T, H, W], got {tuple(media.shape)}")
+        if self.codec is not None:
+            return self.codec.encode(media, (numbers or {}).get("frames"))
         x, pos = patchify(media * 2 - 1, self.tubelet)
         return Tokens(x, pos, frame_mask(pos, (numbers or {}).get("frames"), self.tubelet[0]))
 
     def decode(self, tokens: Tokens) -> Tensor:
         """Tokens -> clips [B, C, T, H, W] in [0, 1] (clamped: a sampler's output may overshoot); padding
         tubelets are decoded too, the caller trims with its frame counts."""
+        if self.codec is not None:
+            return self.codec.decode(tokens)
         clips = unpatchify(tokens.x, tokens.pos, self.tubelet, self.channels)
         return ((clips + 1) / 2).clamp(0, 1)
 
     def layout(self, batch_size: int, numbers: Mapping[str, Tensor] | None = None) -> Tokens:
         """Zeros x [B, N, F] and positions for clips of the adapter's frames and size; `numbers["frames"]`
         [B] asks for shorter clips (their padding tubelets are masked)."""
+        if self.codec is not None:
+            return self.codec.layout(batch_size, (numbers or {}).get("frames"))
         pos = grid_positions(self.grid, batch_size)
         x = torch.zeros(batch_size, pos.shape[1], self.features)
         return Tokens(x, pos, frame_mask(pos, (numbers or {}).get("frames"), self.tubelet[0]))
+
+    def encoding_identity(self) -> dict[str, Any]:
+        """{"codec": sha256 of the codec} with a codec (tokens cached under another codec are stale)."""
+        return {} if self.codec is None else self.codec.identity()
+
+    def reconstruction_loss(self, prediction: Tensor, target: Tensor) -> Tensor:
+        """A codec stage's loss between clips [B, C, T, H, W] in [0, 1]: the mean absolute error with every
+        inked value (target > 0) weighted `INK_WEIGHT` times a blank one. A moving digit covers 6% of its
+        canvas; unweighted, a codec first learns the blank canvas and the digits' strokes come last."""
+        weight = 1 + (INK_WEIGHT - 1) * (target > 0).to(prediction.dtype)
+        return (weight * (prediction - target).abs()).sum() / weight.sum()
+
+    def codec_values(self, media: Tensor) -> Tensor:
+        """Clips in [0, 1] -> [-1, 1], what `VideoCodecTokenizer` feeds a codec (and video VAEs expect)."""
+        return media * 2 - 1
+
+    def codec_media(self, values: Tensor) -> Tensor:
+        return (values + 1) / 2
 
     def load(self, path: str | Path) -> Tensor:
         """A video file, GIF or folder of frames -> [C, T, H, W] in [0, 1] at the adapter's fps (frames
