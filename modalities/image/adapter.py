@@ -123,6 +123,15 @@ class ImageAdapter(GridAdapter):
         """[-1, 1] -> [0, 1], clamped (a sampler's output may overshoot)."""
         return ((values + 1) / 2).clamp(0, 1)
 
+    def codec_values(self, media: Tensor) -> Tensor:
+        """[0, 1] pixels -> [-1, 1], what `encode` feeds its codec (and diffusers' image VAEs expect), so a
+        codec stage trains an image codec on the values it will later encode."""
+        return self.to_values(media)
+
+    def codec_media(self, values: Tensor) -> Tensor:
+        """[-1, 1] -> [0, 1], unclamped (a codec stage's loss needs its gradient everywhere)."""
+        return (values + 1) / 2
+
     def preview_values(self, media: Tensor) -> Tensor:
         return media
 

@@ -160,3 +160,15 @@ def test_built_from_recipe_options_decodes_a_layout(vae_folder):
     adapter = build_adapter(entry["modality"], **entry["options"])
     images = adapter.decode(adapter.layout(2))
     assert images.shape == (2, 3, 16, 16) and images.min() >= 0 and images.max() <= 1
+
+
+def test_a_codec_stage_feeds_its_codec_what_the_adapter_encodes(vae_folder, monkeypatch):
+    folder, _ = vae_folder
+    adapter = adapter_for(folder)
+    seen = []
+    encode = adapter.codec.model.encode
+    monkeypatch.setattr(adapter.codec.model, "encode", lambda x: seen.append(x) or encode(x))
+    media = torch.rand(2, 3, 16, 16)
+    adapter.encode(media)
+    torch.testing.assert_close(seen[0], adapter.codec_values(media), rtol=0, atol=0)
+    torch.testing.assert_close(adapter.codec_media(adapter.codec_values(media)), media, rtol=0, atol=1e-7)
