@@ -88,3 +88,34 @@ def test_shapes_the_codec_cannot_take_are_refused_naming_the_codec(codec):
         _adapter(codec, size=[30, 32])
     with pytest.raises(ValueError, match="2-D codec|3-D codec"):
         VideoAdapter(channels=3, tubelet=[1, 2, 2], codec=str(codec))
+
+
+def test_a_diffusers_wan_folder_is_a_video_codec_too(tmp_path):
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    wan = diffusers.AutoencoderKLWan(
+        base_dim=8,
+        z_dim=4,
+        dim_mult=[1, 2, 2],
+        attn_scales=[],
+        temperal_downsample=[True, True],
+        latents_mean=[0.1, -0.2, 0.3, 0.0],
+        latents_std=[2.0, 0.5, 1.0, 4.0],
+    )
+    wan.save_pretrained(tmp_path / "wan")
+    adapter = VideoAdapter(
+        channels=3, tubelet=[1, 2, 2], size=[16, 16], frames=8, codec=str(tmp_path / "wan")
+    )
+    clips = torch.rand(2, 3, 8, 16, 16)
+    tokens = adapter.encode(clips, {"frames": torch.tensor([8, 3])})
+    # 8 frames padded to 9 -> 3 latent frames of 4 x 4 cells -> 3 x 2 x 2 tokens of 2 * 2 * 4 values.
+    assert adapter.grid == (3, 2, 2) and tokens.x.shape == (2, 12, 16)
+    assert tokens.mask.sum(1).tolist() == [12, 8]  # 3 frames reach the second latent frame, not the third
+    padded = torch.cat([clips, clips[:, :, -1:]], dim=2) * 2 - 1
+    with torch.no_grad():
+        mean = wan.encode(padded).latent_dist.mean
+    std = torch.tensor([2.0, 0.5, 1.0, 4.0]).view(1, 4, 1, 1, 1)
+    shift = torch.tensor([0.1, -0.2, 0.3, 0.0]).view(1, 4, 1, 1, 1)
+    expected = (mean - shift) / std
+    torch.testing.assert_close(tokens.x[:, 0, :4], expected[:, :, 0, 0, 0])
+    assert adapter.decode(tokens).shape == clips.shape
