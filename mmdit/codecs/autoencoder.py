@@ -4,7 +4,6 @@ upsampling back up, as the Oobleck and AutoencoderKL codecs whose latents a diff
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mmdit.codecs.config_dict import config_from_dict, config_to_dict
 from mmdit.codecs.spectral import STFTFrames
 
 STRIDES = (2, 4, 8)
@@ -100,29 +100,17 @@ class AutoencoderConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (tuples as lists)."""
-        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AutoencoderConfig:
         """The inverse of `to_dict`; keys with defaults (blocks, kernel, patch, norm, stft) may be left out
         (exports written before `norm` existed used GroupNorm, its default)."""
-        fields = dataclasses.fields(cls)
-        unknown = sorted(set(d) - {f.name for f in fields})
-        if unknown:
-            raise ValueError(f"unknown autoencoder config keys {unknown}")
-        required = [f.name for f in fields if f.default is dataclasses.MISSING]
-        missing = [name for name in required if name not in d]
-        if missing:
-            raise ValueError(f"missing autoencoder config keys {missing}")
-        return cls(**d)
+        return config_from_dict(cls, d, "autoencoder")
 
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _jsonable(value: object) -> object:
-    return list(value) if isinstance(value, tuple) else value
 
 
 @dataclass

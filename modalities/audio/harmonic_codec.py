@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmdit.codecs.autoencoder import LOGVAR_RANGE, Posterior, Reconstruction, ResidualBlock, conv, norm
+from mmdit.codecs.config_dict import config_from_dict, config_to_dict
 from mmdit.codecs.kinds import CodecKind, channel_statistics, kind_options, register_codec_kind
 from modalities.audio.harmonic_synth import synthesise
 from modalities.audio.metrics import PITCH_RANGE_HZ, YIN_THRESHOLD, frame_loudness_db, yin_frames
@@ -88,16 +89,12 @@ class HarmonicCodecConfig:
         return 1 << math.ceil(math.log2(2.5 * self.sample_rate / PITCH_RANGE_HZ[0]))
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> HarmonicCodecConfig:
         """The inverse of `to_dict`; keys with defaults may be left out, an unknown key is an error."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown harmonic codec config keys {unknown}; valid: {sorted(names)}")
-        return cls(**d)
+        return config_from_dict(cls, d, "harmonic codec")
 
 
 @dataclass

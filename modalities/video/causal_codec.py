@@ -8,7 +8,6 @@ is a one-frame clip), [B, C, T, H, W] <-> z [B, D, 1 + k, H / f, W / f].
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +18,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from mmdit.codecs.autoencoder import Posterior, Reconstruction, norm
+from mmdit.codecs.config_dict import config_from_dict, config_to_dict
 from mmdit.codecs.kinds import CodecKind, kind_options, register_codec_kind
 
 KIND = "causal-video"
@@ -68,19 +68,12 @@ class CausalVideoConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (tuples as lists)."""
-        return {
-            f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
-            for f in dataclasses.fields(self)
-        }
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CausalVideoConfig:
         """The inverse of `to_dict`; keys with defaults may be left out, unknown keys are an error."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown causal-video config keys {unknown}")
-        return cls(**d)
+        return config_from_dict(cls, d, "causal-video")
 
 
 class CausalConv3d(nn.Module):
