@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 
@@ -48,6 +49,12 @@ class TimeFolding:
         """Latent frames of a clip of `frames` frames (padded first, as `padded_frames`)."""
         padded = self.padded_frames(frames)
         return 1 + (padded - 1) // self.factor if self.causal else padded // self.factor
+
+    def pad(self, clips: Tensor) -> Tensor:
+        """Clips [B, C, T, H, W] -> [B, C, padded_frames(T), H, W], the last frame repeated (as shorter clips
+        of a batch are: a zero frame would be a cut to black)."""
+        missing = self.padded_frames(clips.shape[2]) - clips.shape[2]
+        return torch.cat([clips, clips[:, :, -1:].expand(-1, -1, missing, -1, -1)], dim=2)
 
     def first_frame(self, latent_frame: Tensor) -> Tensor:
         """Latent frame indices [...] -> the index of the first clip frame each covers [...]: a latent token

@@ -77,8 +77,7 @@ class CodecModule(RecipeOptimization, L.LightningModule):
         extent = tuple(values.shape[2:])
         factor = self.config.downsampling
         if getattr(self.config, "temporal_downsampling", None) is not None:
-            missing = time_folding(self.config).padded_frames(extent[0]) - extent[0]
-            values = torch.cat([values, values[:, :, -1:].expand(-1, -1, missing, -1, -1)], dim=2)
+            values = time_folding(self.config).pad(values)
             padding = [p for n in reversed(extent[1:]) for p in (0, -n % factor)]
         else:
             padding = [p for n in reversed(extent) for p in (0, -n % factor)]

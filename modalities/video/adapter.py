@@ -28,20 +28,10 @@ from modalities.common.splits import SPLITS
 from modalities.video.codec_tokenizer import VideoCodecTokenizer
 from modalities.video.datasets import DIRECTIONS, MovingDigits, VideoFolder
 from modalities.video.files import VIDEO_SUFFIXES, read_video, write_video
+from modalities.video.frame_masks import frame_mask
 from modalities.video.metrics import MovingDigitJudge, folder_scores
 
 INK_WEIGHT = 10.0  # a codec's loss counts a value of the digit this many times over one of the blank canvas
-
-
-def frame_mask(pos: Tensor, frames: Tensor | None, pt: int) -> Tensor:
-    """pos [B, N, 3] and real frames per clip [B] (None: all real) -> mask [B, N]: a token is real when its
-    tubelet starts on a real frame (a tubelet straddling the end holds repeated last frames)."""
-    if frames is None:
-        return torch.ones(pos.shape[:2], dtype=torch.bool, device=pos.device)
-    frames = torch.as_tensor(frames, device=pos.device)
-    if frames.shape != pos.shape[:1] or bool((frames < 1).any()):
-        raise ValueError(f"numbers['frames'] must be [B={pos.shape[0]}] counts >= 1, got {frames.tolist()}")
-    return pos[..., 0] * pt < frames[:, None]
 
 
 class VideoAdapter(ModalityAdapter):
@@ -109,7 +99,7 @@ class VideoAdapter(ModalityAdapter):
         if self.codec is not None:
             return self.codec.encode(media, (numbers or {}).get("frames"))
         x, pos = patchify(media * 2 - 1, self.tubelet)
-        return Tokens(x, pos, frame_mask(pos, (numbers or {}).get("frames"), self.tubelet[0]))
+        return Tokens(x, pos, frame_mask(pos[..., 0] * self.tubelet[0], (numbers or {}).get("frames")))
 
     def decode(self, tokens: Tokens) -> Tensor:
         """Tokens -> clips [B, C, T, H, W] in [0, 1] (clamped: a sampler's output may overshoot); padding
@@ -126,7 +116,7 @@ class VideoAdapter(ModalityAdapter):
             return self.codec.layout(batch_size, (numbers or {}).get("frames"))
         pos = grid_positions(self.grid, batch_size)
         x = torch.zeros(batch_size, pos.shape[1], self.features)
-        return Tokens(x, pos, frame_mask(pos, (numbers or {}).get("frames"), self.tubelet[0]))
+        return Tokens(x, pos, frame_mask(pos[..., 0] * self.tubelet[0], (numbers or {}).get("frames")))
 
     def encoding_identity(self) -> dict[str, Any]:
         """{"codec": sha256 of the codec} with a codec (tokens cached under another codec are stale)."""

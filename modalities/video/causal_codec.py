@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from mmdit.codecs.autoencoder import Posterior, Reconstruction, norm
 from mmdit.codecs.config_dict import config_from_dict, config_to_dict
 from mmdit.codecs.kinds import CodecKind, kind_options, register_codec_kind
+from mmdit.codecs.loaded import time_folding
 
 KIND = "causal-video"
 
@@ -172,7 +173,7 @@ class CausalVideoCodec(nn.Module):
         if (
             x.ndim != 5
             or x.shape[1] != cfg.channels
-            or (x.shape[2] - 1) % ft
+            or time_folding(cfg).padded_frames(max(x.shape[2], 1)) != x.shape[2]
             or x.shape[3] % f
             or x.shape[4] % f
         ):

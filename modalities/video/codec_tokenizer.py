@@ -20,6 +20,7 @@ from torch import Tensor
 from mmdit.codecs import FrozenCodec
 from mmdit.contract import StreamSpec, Tokens
 from modalities.common.patches import grid_positions, patchify, unpatchify
+from modalities.video.frame_masks import frame_mask
 
 
 class VideoCodecTokenizer:
@@ -58,15 +59,7 @@ class VideoCodecTokenizer:
     def mask(self, pos: Tensor, frames: Tensor | None) -> Tensor:
         """pos [B, N, 3], real frames per clip [B] (None: all real) -> mask [B, N]: a token is real when the
         first clip frame of its first latent frame is."""
-        if frames is None:
-            return torch.ones(pos.shape[:2], dtype=torch.bool, device=pos.device)
-        frames = torch.as_tensor(frames, device=pos.device)
-        if frames.shape != pos.shape[:1] or bool((frames < 1).any()):
-            raise ValueError(
-                f"numbers['frames'] must be [B={pos.shape[0]}] counts >= 1, got {frames.tolist()}"
-            )
-        latent_frame = pos[..., 0].long() * self.tubelet[0]
-        return self.time.first_frame(latent_frame) < frames[:, None]
+        return frame_mask(self.time.first_frame(pos[..., 0].long() * self.tubelet[0]), frames)
 
     def encode(self, media: Tensor, frames: Tensor | None) -> Tokens:
         """Clips [B, C, T, H, W] in [0, 1] -> Tokens(x [B, N, F] normalised latents, pos [B, N, 3], mask)."""
@@ -75,9 +68,7 @@ class VideoCodecTokenizer:
                 f"clips must be [B, C={self.channels}, T, H, W] with (H, W) = {self.size}, got "
                 f"{tuple(media.shape)}"
             )
-        missing = self.time.padded_frames(media.shape[2]) - media.shape[2]
-        padded = torch.cat([media, media[:, :, -1:].expand(-1, -1, missing, -1, -1)], dim=2)
-        x, pos = patchify(self.codec.encode(padded.float() * 2 - 1), self.tubelet)
+        x, pos = patchify(self.codec.encode(self.time.pad(media).float() * 2 - 1), self.tubelet)
         return Tokens(x, pos, self.mask(pos, frames))
 
     def decode(self, tokens: Tokens) -> Tensor:

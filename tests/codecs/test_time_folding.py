@@ -42,3 +42,13 @@ def test_configs_without_a_time_factor_fold_time_as_space() -> None:
     assert time_folding(conv) == TimeFolding(4, False)
     assert time_folding(CodecShape(3, 3, 16, 8)) == TimeFolding(8, False)
     assert time_folding(CodecShape(3, 3, 16, 8, temporal_downsampling=4, causal=True)) == TimeFolding(4, True)
+
+
+def test_padding_repeats_the_last_frame_up_to_the_frames_a_codec_takes() -> None:
+    clips = torch.rand(2, 1, 6, 4, 4)
+    padded = TimeFolding(4, True).pad(clips)
+    assert padded.shape == (2, 1, 9, 4, 4)
+    assert torch.equal(padded[:, :, :6], clips) and torch.equal(
+        padded[:, :, 6:], clips[:, :, 5:6].expand(-1, -1, 3, -1, -1)
+    )
+    assert torch.equal(TimeFolding(4, True).pad(clips[:, :, :5]), clips[:, :, :5])

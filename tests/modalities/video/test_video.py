@@ -10,8 +10,9 @@ from torch.testing import assert_close
 from mmdit.model.positions import apply_rope, rope_angles, rope_rotation, split_head_dim
 from modalities import build_adapter
 from modalities.common.digits import DigitsDataset
-from modalities.video.adapter import VideoAdapter, frame_mask
+from modalities.video.adapter import VideoAdapter
 from modalities.video.datasets import DIRECTIONS, ImageClips, MovingDigits, bounce, pad_frames
+from modalities.video.frame_masks import frame_mask
 from modalities.video.metrics import MovingDigitJudge, centroids, start_directions
 
 
@@ -54,7 +55,7 @@ def test_frames_mask_padding_tubelets_and_images_are_one_frame_clips():
     assert torch.equal(tokens.mask.reshape(3, 4, 4).any(-1), real_tubelets)
     assert torch.equal(adapter.layout(3, {"frames": frames}).mask, tokens.mask)
     with pytest.raises(ValueError, match="frames"):
-        frame_mask(tokens.pos, torch.tensor([0.0, 1.0, 2.0]), 2)
+        frame_mask(tokens.pos[..., 0] * 2, torch.tensor([0.0, 1.0, 2.0]))
 
 
 def test_3d_rope_score_depends_only_on_offset_along_time():
